@@ -1,0 +1,163 @@
+"""Settings: symbols, intervals, dates, source, costs and model sizes.
+
+One frozen record, built from defaults that make ``make demo`` finish fast,
+overridden by environment variables (``CONVTRADE_*``) and, in Dagster, by run
+config through :class:`pipeline.resources.SettingsResource`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+
+# Bybit v5 kline intervals and their length in milliseconds ("M" is calendar
+# monthly and has no fixed length, so it is not supported on the candle grid).
+INTERVAL_MS: dict[str, int] = {
+    "1": 60_000,
+    "3": 3 * 60_000,
+    "5": 5 * 60_000,
+    "15": 15 * 60_000,
+    "30": 30 * 60_000,
+    "60": 3_600_000,
+    "120": 2 * 3_600_000,
+    "240": 4 * 3_600_000,
+    "360": 6 * 3_600_000,
+    "720": 12 * 3_600_000,
+    "D": 86_400_000,
+    "W": 7 * 86_400_000,
+}
+
+SOURCES = ("synthetic", "files", "bybit")
+BYBIT_CATEGORIES = ("linear", "spot", "inverse")
+DAY_MS = 86_400_000
+
+
+def interval_ms(interval: str) -> int:
+    """Length of one bar of a Bybit interval code, in milliseconds."""
+    try:
+        return INTERVAL_MS[str(interval)]
+    except KeyError:
+        raise ValueError(
+            f"unknown interval {interval!r}: use one of the Bybit v5 codes {', '.join(INTERVAL_MS)}"
+        ) from None
+
+
+def bars_per_year(interval: str) -> float:
+    """Bars in a 365-day year (crypto trades 24/7: never 252)."""
+    return 365 * DAY_MS / interval_ms(interval)
+
+
+def _default_start() -> str:
+    # About one year of history ending yesterday, on a fixed day so a
+    # partition set does not move while the demo runs.
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return (today - dt.timedelta(days=365)).replace(day=1).isoformat()
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    source: str = "synthetic"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    intervals: tuple[str, ...] = ("60",)
+    start: str = dataclasses.field(default_factory=_default_start)
+    # Files source: folder of candle exports (layout of ../shared/data).
+    files_dir: Path = Path("../shared/data")
+    # Bybit source
+    bybit_category: str = "linear"
+    bybit_testnet: bool = False
+    orderbook_levels: int = 5
+    # Synthetic source
+    seed: int = 7
+    planted_pattern: bool = False
+    # Costs (Bybit defaults for perpetuals, as fractions)
+    taker_fee: float = 0.00055
+    maker_fee: float = 0.0002
+    slippage_bps: float = 2.0
+    # Model sizes
+    window: int = 256
+    model_variant: str = "tiny"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"CONVTRADE_SOURCE={self.source!r}: use one of {', '.join(SOURCES)}")
+        if self.bybit_category not in BYBIT_CATEGORIES:
+            raise ValueError(
+                f"CONVTRADE_BYBIT_CATEGORY={self.bybit_category!r}: use one of {', '.join(BYBIT_CATEGORIES)}"
+            )
+        for interval in self.intervals:
+            interval_ms(interval)
+        if not self.symbols:
+            raise ValueError("CONVTRADE_SYMBOLS is empty: name at least one symbol, e.g. BTCUSDT")
+        try:
+            dt.date.fromisoformat(self.start)
+        except ValueError:
+            raise ValueError(f"CONVTRADE_START={self.start!r} is not a date like 2025-01-01") from None
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def start_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.start)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then ``CONVTRADE_*`` variables, then explicit overrides."""
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        for field in dataclasses.fields(cls):
+            key = f"CONVTRADE_{field.name.upper()}"
+            if field.name == "data_dir" and key not in env and "DATA_DIR" in env:
+                key = "DATA_DIR"
+            if key not in env:
+                continue
+            values[field.name] = _parse(field, env[key], key)
+        values.update(overrides)
+        for name in ("data_dir", "files_dir"):
+            if name in values:
+                values[name] = Path(values[name])
+        for name in ("symbols", "intervals"):
+            if name in values and isinstance(values[name], str):
+                values[name] = _split(values[name])
+            elif name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _parse(field: dataclasses.Field, raw: str, key: str):
+    default = field.default if field.default is not dataclasses.MISSING else None
+    if field.name in ("symbols", "intervals"):
+        return _split(raw)
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{key}={raw!r} is not a boolean (use 1/0, true/false)")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{key}={raw!r} is not an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{key}={raw!r} is not a number") from None
+    return raw

@@ -1,0 +1,278 @@
+"""The DuckDB warehouse: schema DDL, short-lived connections, idempotent writes.
+
+DuckDB allows one writing process per file. Connections here are opened for
+one short read or write and closed; opening retries with backoff while another
+process holds the lock. Every write replaces exactly the rows it owns (a
+partition, a run) inside one transaction, so a rerun gives the same rows and a
+crash leaves the old rows, never half of the new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+SCHEMAS = (
+    "raw",
+    "staging",
+    "features",
+    "encodings",
+    "models",
+    "predictions",
+    "backtest",
+    "monitoring",
+    "signals",
+)
+
+# table -> DDL. Keys mirror DESIGN.md "The warehouse". Timestamps are UTC.
+TABLES: dict[str, str] = {
+    "raw.candles": """
+        create table if not exists raw.candles (
+            symbol varchar not null,
+            interval varchar not null,
+            ts timestamp not null,              -- candle open time, UTC
+            open double not null,
+            high double not null,
+            low double not null,
+            close double not null,
+            volume double not null,
+            turnover double,                    -- quote value; null where the source lacks it
+            source varchar not null,
+            ingested_at timestamp not null default current_timestamp,
+            primary key (symbol, interval, ts)
+        )""",
+    "raw.funding": """
+        create table if not exists raw.funding (
+            symbol varchar not null,
+            ts timestamp not null,              -- settlement time, UTC
+            funding_rate double not null,       -- per settlement, fraction
+            source varchar not null,
+            ingested_at timestamp not null default current_timestamp,
+            primary key (symbol, ts)
+        )""",
+    "raw.open_interest": """
+        create table if not exists raw.open_interest (
+            symbol varchar not null,
+            interval varchar not null,
+            ts timestamp not null,
+            open_interest double not null,
+            source varchar not null,
+            ingested_at timestamp not null default current_timestamp,
+            primary key (symbol, interval, ts)
+        )""",
+    "raw.orderbook": """
+        create table if not exists raw.orderbook (
+            symbol varchar not null,
+            ts timestamp not null,              -- exchange snapshot time, UTC
+            bid_px double[] not null,           -- best first
+            bid_sz double[] not null,
+            ask_px double[] not null,           -- best first
+            ask_sz double[] not null,
+            source varchar not null,
+            ingested_at timestamp not null default current_timestamp,
+            primary key (symbol, ts)
+        )""",
+    "models.registry": """
+        create table if not exists models.registry (
+            model_id varchar primary key,
+            architecture varchar not null,
+            variant varchar,
+            symbol varchar,
+            interval varchar,
+            fold integer,
+            train_start timestamp, train_end timestamp,
+            test_start timestamp, test_end timestamp,
+            data_fingerprint varchar,
+            metrics json,
+            artifact_path varchar,
+            trigger varchar,                    -- schedule / drift / manual
+            created_at timestamp not null default current_timestamp
+        )""",
+    "predictions.oos": """
+        create table if not exists predictions.oos (
+            model_id varchar not null,
+            symbol varchar not null,
+            interval varchar not null,
+            ts timestamp not null,
+            p_down double, p_flat double, p_up double,
+            expected_return double,
+            expected_volatility double,
+            confidence double,
+            primary key (model_id, symbol, interval, ts)
+        )""",
+    "backtest.runs": """
+        create table if not exists backtest.runs (
+            run_id varchar primary key,
+            strategy varchar not null,          -- architecture or baseline name
+            symbol varchar not null,
+            interval varchar not null,
+            config json,
+            model_ids varchar[],
+            data_fingerprint varchar,
+            start_ts timestamp, end_ts timestamp,
+            report_path varchar,
+            created_at timestamp not null default current_timestamp
+        )""",
+    "backtest.trades": """
+        create table if not exists backtest.trades (
+            run_id varchar not null,
+            trade_no integer not null,
+            side integer not null,              -- +1 long, -1 short
+            entry_ts timestamp not null, exit_ts timestamp,
+            entry_price double not null, exit_price double,
+            size double not null,               -- fraction of equity at entry
+            pnl double, fees double, funding double,
+            exit_reason varchar,
+            primary key (run_id, trade_no)
+        )""",
+    "backtest.equity": """
+        create table if not exists backtest.equity (
+            run_id varchar not null,
+            ts timestamp not null,
+            equity double not null,
+            position double not null,
+            drawdown double not null,
+            primary key (run_id, ts)
+        )""",
+    "backtest.metrics": """
+        create table if not exists backtest.metrics (
+            run_id varchar not null,
+            metric varchar not null,
+            value double,
+            primary key (run_id, metric)
+        )""",
+    "monitoring.drift": """
+        create table if not exists monitoring.drift (
+            symbol varchar not null,
+            feature varchar not null,
+            "at" timestamp not null,
+            psi double, ks double,
+            reference_start timestamp, reference_end timestamp,
+            current_start timestamp, current_end timestamp,
+            primary key (symbol, feature, "at")
+        )""",
+    "signals.latest": """
+        create table if not exists signals.latest (
+            symbol varchar not null,
+            architecture varchar not null,
+            ts timestamp not null,
+            signal integer not null,            -- -1 short, 0 flat, +1 long
+            confidence double,
+            size double,
+            model_id varchar,
+            primary key (symbol, architecture)
+        )""",
+}
+
+
+class WarehouseLocked(RuntimeError):
+    """The DuckDB file is held by another writing process."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used" in text
+
+
+class Warehouse:
+    """One DuckDB file. Cheap to construct; holds no open connection."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; retries with backoff while the file is locked."""
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(
+                f"warehouse {self.path} does not exist yet: run `make demo` (or materialize the market assets) first"
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseLocked(
+                        f"warehouse {self.path} is locked by another process (a running Dagster writer?): "
+                        f"waited {self.lock_timeout_s:.0f}s. Retry when it finishes. DuckDB said: {exc}"
+                    ) from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        try:
+            con.execute("set TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    def ensure_schema(self, tables: Sequence[str] | None = None) -> None:
+        """Create the schemas and tables (all of TABLES by default); safe to repeat."""
+        with self.connect() as con:
+            for schema in SCHEMAS:
+                con.execute(f"create schema if not exists {schema}")
+            for name in tables or TABLES:
+                con.execute(TABLES[name])
+
+    def replace_rows(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        where_sql: str,
+        params: Sequence | None = None,
+    ) -> int:
+        """Delete the rows matching ``where_sql`` and insert ``frame``, in one transaction.
+
+        ``frame`` columns are matched to the table by name; columns it lacks
+        take their defaults (``ingested_at``). On any error the transaction is
+        rolled back and the table keeps exactly the rows it had.
+        Returns the number of rows deleted.
+        """
+        if table not in TABLES:
+            raise KeyError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
+        with self.connect() as con:
+            con.execute(TABLES[table])
+            con.execute("begin transaction")
+            try:
+                deleted = con.execute(f"delete from {table} where {where_sql}", list(params or [])).fetchall()
+                n_deleted = int(deleted[0][0]) if deleted else 0
+                if frame.height:
+                    con.register("_incoming", frame)
+                    con.execute(f"insert into {table} by name select * from _incoming")
+                    con.unregister("_incoming")
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+        return n_deleted
+
+    def query(self, sql: str, params: Sequence | None = None, read_only: bool = True) -> pl.DataFrame:
+        """Run one query and return a polars frame."""
+        with self.connect(read_only=read_only) as con:
+            return con.sql(sql, params=list(params) if params else None).pl()
+
+    def table_exists(self, table: str) -> bool:
+        schema, name = table.split(".", 1)
+        if not self.path.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                [schema, name],
+            ).fetchall()
+        return rows[0][0] > 0
