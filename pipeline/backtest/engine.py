@@ -44,6 +44,8 @@ import math
 import numba as nb
 import numpy as np
 
+from pipeline.backtest.signals import targets_from_probabilities as _targets
+
 # Parameter vector layout (float64), shared by the single run and the grid runner.
 P_FEE = 0
 P_SLIPPAGE = 1
@@ -568,8 +570,6 @@ GRID_SUMMARY = ("total_return", "sharpe", "max_drawdown", "n_trades", "fees_paid
 @nb.njit(cache=True, parallel=True)
 def _grid(open_, high, low, close, volume, atr, funding, day_id, week_id, p_down, p_up, conf,
           configs, base_params, min_conf, kelly_payoff, kelly_mult, kelly_cap, bars_per_year, out):
-    from pipeline.backtest.signals import targets_from_probabilities  # noqa: F401 (resolved at compile time)
-
     n = close.shape[0]
     n_cfg = configs.shape[0]
     dummy = np.empty((1, N_TRADE_COLS))
@@ -582,7 +582,7 @@ def _grid(open_, high, low, close, volume, atr, funding, day_id, week_id, p_down
         params[P_MAX_HOLD] = configs[k, G_MAX_HOLD]
         target = np.empty(n)
         _targets(p_down, p_up, conf, configs[k, G_THRESHOLD], int(configs[k, G_SIZING]), configs[k, G_FRACTION],
-                 min_conf, kelly_payoff, kelly_mult, kelly_cap, target)
+                 min_conf, kelly_payoff, kelly_mult, kelly_cap, True, target)
         equity = np.empty(n)
         position = np.empty(n)
         s = simulate(open_, high, low, close, volume, atr, funding, day_id, week_id, target, params,

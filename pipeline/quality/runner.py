@@ -67,7 +67,7 @@ def run_expectations(
     )
     suite = context.suites.add(gx.ExpectationSuite(name=name))
     for expectation in expectations:
-        suite.add_expectation(expectation.model_copy())
+        suite.add_expectation(expectation.copy())  # a suite takes ownership (sets ids)
     validation = gx.ValidationDefinition(data=batch, suite=suite, name=name)
     pdf = frame.to_pandas()
     result = validation.run(

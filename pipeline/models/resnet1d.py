@@ -1,0 +1,162 @@
+"""1D ResNet (He et al. 2016) for (batch, channels, time) windows.
+
+ResNet-18 / -34 (basic blocks) and -50 (bottleneck blocks, expansion 4);
+stem conv k=7 s=2 + max-pool k=3 s=2; projection shortcuts (1×1 conv + BN)
+when the shape changes. Options: squeeze-and-excitation after each block's
+last BN, and a multi-scale first convolution (parallel k=3, 5, 7 branches
+fused by a 1×1). The blocks are written for 1 or 2 spatial dims so the 2D
+ResNet in :mod:`pipeline.models.cnn2d` shares them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.heads import MultiTaskHead
+from pipeline.models.layers import Geometry, SqueezeExcite, compose, kaiming_init, parallel
+from pipeline.models.registry import Architecture, ZooModel, register_architecture
+
+
+def _conv(dims: int, cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
+    cls = nn.Conv1d if dims == 1 else nn.Conv2d
+    return cls(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+
+
+def _bn(dims: int, c: int) -> nn.Module:
+    return nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
+
+
+class MultiScaleConv(nn.Module):
+    """Parallel k=3, 5, 7 convolutions (each cout/2 wide) fused by a 1×1 conv."""
+
+    def __init__(self, dims: int, cin: int, cout: int, stride: int = 1, kernels=(3, 5, 7)):
+        super().__init__()
+        width = max(8, cout // 2)
+        self.branches = nn.ModuleList(_conv(dims, cin, width, k, stride) for k in kernels)
+        self.fuse = _conv(dims, width * len(kernels), cout, 1)
+
+    def geometry(self, axis: int = 0) -> Geometry:
+        from pipeline.models.inspect import module_geometry
+
+        return parallel(*(module_geometry(b, axis) for b in self.branches))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([b(x) for b in self.branches], dim=1))
+
+
+class _Residual(nn.Module):
+    """Shared shortcut and geometry logic of basic and bottleneck blocks."""
+
+    main: nn.Sequential
+    shortcut: nn.Module | None
+
+    def geometry(self, axis: int = 0) -> Geometry:
+        from pipeline.models.inspect import module_geometry, sequential_geometry
+
+        main = sequential_geometry(self.main, axis)
+        short = module_geometry(self.shortcut, axis) if self.shortcut is not None else Geometry(1, 1)
+        return parallel(main, short)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(self.main(x) + res)
+
+
+class BasicBlock(_Residual):
+    expansion = 1
+
+    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False):
+        super().__init__()
+        cout = width
+        first = MultiScaleConv(dims, cin, cout, stride) if multiscale else _conv(dims, cin, cout, 3, stride)
+        layers = [first, _bn(dims, cout), nn.ReLU(inplace=True), _conv(dims, cout, cout, 3), _bn(dims, cout)]
+        if se:
+            layers.append(SqueezeExcite(cout))
+        self.main = nn.Sequential(*layers)
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout))
+                         if stride != 1 or cin != cout else None)
+
+
+class Bottleneck(_Residual):
+    expansion = 4
+
+    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False):
+        super().__init__()
+        cout = width * self.expansion
+        mid = MultiScaleConv(dims, width, width, stride) if multiscale else _conv(dims, width, width, 3, stride)
+        layers = [_conv(dims, cin, width, 1), _bn(dims, width), nn.ReLU(inplace=True),
+                  mid, _bn(dims, width), nn.ReLU(inplace=True),
+                  _conv(dims, width, cout, 1), _bn(dims, cout)]
+        if se:
+            layers.append(SqueezeExcite(cout))
+        self.main = nn.Sequential(*layers)
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout))
+                         if stride != 1 or cin != cout else None)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def resnet_body(dims: int, in_channels: int, block: str, layers, widths, stem_channels: int,
+                stem_kernel: int = 7, stem_stride: int = 2, stem_pool: bool = True,
+                se: bool = False, multiscale: bool = False) -> tuple[nn.Sequential, int]:
+    """Stem + stages as one nn.Sequential; returns it and its output width."""
+    if block not in BLOCKS:
+        raise ValueError(f"ResNet block must be one of {sorted(BLOCKS)}, got {block!r}")
+    if len(layers) != len(widths):
+        raise ValueError(f"ResNet layers {layers} and widths {widths} must have the same length")
+    cls = BLOCKS[block]
+    pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
+    mods: list[nn.Module] = [_conv(dims, in_channels, stem_channels, stem_kernel, stem_stride),
+                             _bn(dims, stem_channels), nn.ReLU(inplace=True)]
+    if stem_pool:
+        mods.append(pool(3, 2, 1))
+    cin = stem_channels
+    for i, (n, w) in enumerate(zip(layers, widths)):
+        for j in range(n):
+            stride = 2 if (i > 0 and j == 0) else 1
+            mods.append(cls(dims, cin, w, stride, se=se, multiscale=multiscale))
+            cin = w * cls.expansion
+    body = nn.Sequential(*mods)
+    kaiming_init(body)
+    return body, cin
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNet1dConfig:
+    in_channels: int = 15
+    block: str = "basic"  # "basic" | "bottleneck"
+    layers: tuple[int, ...] = (1, 1, 1, 1)
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    stem_channels: int = 32
+    stem_kernel: int = 7
+    se: bool = False
+    multiscale: bool = False
+    dropout: float = 0.0
+
+
+def build(cfg: ResNet1dConfig) -> ZooModel:
+    body, width = resnet_body(1, cfg.in_channels, cfg.block, cfg.layers, cfg.widths, cfg.stem_channels,
+                              cfg.stem_kernel, se=cfg.se, multiscale=cfg.multiscale)
+    return ZooModel(cfg, body, MultiTaskHead(width, "avg", cfg.dropout), causal=False, kind="sequence")
+
+
+_PUBLISHED = dict(widths=(64, 128, 256, 512), stem_channels=64)
+VARIANTS = {
+    "default": ResNet1dConfig(),
+    "se": ResNet1dConfig(se=True),
+    "multiscale": ResNet1dConfig(multiscale=True),
+    "resnet18": ResNet1dConfig(layers=(2, 2, 2, 2), **_PUBLISHED),
+    "resnet34": ResNet1dConfig(layers=(3, 4, 6, 3), **_PUBLISHED),
+    "resnet50": ResNet1dConfig(block="bottleneck", layers=(3, 4, 6, 3), **_PUBLISHED),
+}
+
+ARCHITECTURE = register_architecture(Architecture(
+    name="resnet1d", config_class=ResNet1dConfig, variants=VARIANTS, builder=build,
+    causal=False, kind="sequence", default_input_shape=(15, 256), min_length=1,
+    description="1D ResNet (basic / bottleneck), optional SE and multi-scale blocks",
+))
