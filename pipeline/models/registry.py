@@ -84,7 +84,6 @@ class Architecture:
     causal: bool
     kind: str  # "sequence" | "image"
     default_input_shape: tuple[int, ...]  # without batch; channels first
-    min_length: int = 1
     description: str = ""
 
 
@@ -147,8 +146,6 @@ def build_model(name: str, variant: str = "default", in_channels: int | None = N
             shape[0] = in_channels
         if input_length is not None:
             shape[1] = input_length
-        if shape[1] < arch.min_length:
-            raise ValueError(f"{name}: input_length {shape[1]} is shorter than the minimum {arch.min_length}")
     else:
         if len(shape) != 3:
             raise ValueError(f"{name}: input_shape of an image model is (channels, height, width), got {input_shape}")
@@ -163,6 +160,8 @@ def build_model(name: str, variant: str = "default", in_channels: int | None = N
     config = model_config(name, variant, **cfg_overrides)
     model = arch.builder(config)
     model.name, model.variant, model.input_shape = name, variant, tuple(int(s) for s in shape)
+    if arch.kind == "sequence" and shape[1] < model.min_length:
+        raise ValueError(f"{name}/{variant}: input_length {shape[1]} is shorter than its minimum {model.min_length}")
     return model
 
 

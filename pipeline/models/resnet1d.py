@@ -157,6 +157,6 @@ VARIANTS = {
 
 ARCHITECTURE = register_architecture(Architecture(
     name="resnet1d", config_class=ResNet1dConfig, variants=VARIANTS, builder=build,
-    causal=False, kind="sequence", default_input_shape=(15, 256), min_length=1,
+    causal=False, kind="sequence", default_input_shape=(15, 256),
     description="1D ResNet (basic / bottleneck), optional SE and multi-scale blocks",
 ))

@@ -1,0 +1,124 @@
+"""1D DenseNet (Huang et al. 2017) for (batch, channels, time) windows.
+
+Dense blocks of BN-ReLU-Conv layers (optional 1×1 bottleneck of
+``bn_size · k`` channels before the k=3 conv), each adding ``growth_rate``
+channels to the concatenation; transition layers BN-ReLU-1×1 conv
+(compression θ) + average pool k=2; stem conv k=7 s=2 + max-pool.
+``memory_efficient=True`` recomputes the concatenation + bottleneck in the
+backward pass (gradient checkpointing) instead of storing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from pipeline.models.heads import MultiTaskHead
+from pipeline.models.layers import Geometry, compose, kaiming_init
+from pipeline.models.registry import Architecture, ZooModel, register_architecture
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNet1dConfig:
+    in_channels: int = 15
+    blocks: tuple[int, ...] = (4, 4, 4)
+    growth_rate: int = 16
+    bn_size: int = 4  # bottleneck width = bn_size · growth_rate; 0 = no bottleneck
+    compression: float = 0.5
+    init_features: int = 0  # 0 = 2 · growth_rate
+    kernel_size: int = 3
+    dropout: float = 0.0
+    memory_efficient: bool = False
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int, bn_size: int, kernel_size: int, dropout: float,
+                 memory_efficient: bool):
+        super().__init__()
+        self.memory_efficient = memory_efficient
+        if bn_size > 0:
+            mid = bn_size * growth
+            self.bottleneck = nn.Sequential(nn.BatchNorm1d(cin), nn.ReLU(inplace=True),
+                                            nn.Conv1d(cin, mid, 1, bias=False))
+        else:
+            mid = cin
+            self.bottleneck = nn.Identity()
+        self.conv = nn.Sequential(nn.BatchNorm1d(mid), nn.ReLU(inplace=True),
+                                  nn.Conv1d(mid, growth, kernel_size, padding=kernel_size // 2, bias=False))
+        self.dropout = nn.Dropout(dropout)
+
+    def geometry(self, axis: int = 0) -> Geometry:
+        from pipeline.models.inspect import sequential_geometry
+
+        return sequential_geometry(self.conv, axis)
+
+    def _bottleneck(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.bottleneck(torch.cat(features, 1))
+
+    @torch.jit.unused
+    def _checkpointed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return cp.checkpoint(lambda *f: self._bottleneck(list(f)), *features, use_reentrant=False)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and self.training and any(f.requires_grad for f in features):
+            mid = self._checkpointed(features)
+        else:
+            mid = self._bottleneck(features)
+        return self.dropout(self.conv(mid))
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, n: int, cin: int, growth: int, **kw):
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(cin + i * growth, growth, **kw) for i in range(n))
+
+    def geometry(self, axis: int = 0) -> Geometry:
+        # The last layer sees the outputs of all earlier ones: the longest path runs through every layer.
+        return compose(*(layer.geometry(axis) for layer in self.layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+def build(cfg: DenseNet1dConfig) -> ZooModel:
+    k = cfg.growth_rate
+    c = cfg.init_features or 2 * k
+    mods: list[nn.Module] = [nn.Conv1d(cfg.in_channels, c, 7, stride=2, padding=3, bias=False),
+                             nn.BatchNorm1d(c), nn.ReLU(inplace=True), nn.MaxPool1d(3, 2, 1)]
+    kw = dict(bn_size=cfg.bn_size, kernel_size=cfg.kernel_size, dropout=cfg.dropout,
+              memory_efficient=cfg.memory_efficient)
+    for i, n in enumerate(cfg.blocks):
+        mods.append(DenseBlock(n, c, k, **kw))
+        c += n * k
+        if i < len(cfg.blocks) - 1:
+            out = int(c * cfg.compression)
+            mods += [nn.BatchNorm1d(c), nn.ReLU(inplace=True), nn.Conv1d(c, out, 1, bias=False),
+                     nn.AvgPool1d(2, 2)]
+            c = out
+    mods += [nn.BatchNorm1d(c), nn.ReLU(inplace=True)]
+    body = nn.Sequential(*mods)
+    kaiming_init(body)
+    return ZooModel(cfg, body, MultiTaskHead(c, "avg"), causal=False, kind="sequence",
+                    min_length=4 * 2 ** (len(cfg.blocks) - 1))
+
+
+VARIANTS = {
+    "default": DenseNet1dConfig(),
+    "tiny": DenseNet1dConfig(blocks=(4, 4, 4), growth_rate=16),
+    "small": DenseNet1dConfig(blocks=(6, 12, 8), growth_rate=24),
+    "medium": DenseNet1dConfig(blocks=(6, 12, 24), growth_rate=32),
+    "large": DenseNet1dConfig(blocks=(6, 12, 32, 24), growth_rate=48),
+}
+
+ARCHITECTURE = register_architecture(Architecture(
+    name="densenet1d", config_class=DenseNet1dConfig, variants=VARIANTS, builder=build,
+    causal=False, kind="sequence", default_input_shape=(15, 256),
+    description="1D DenseNet: dense blocks, bottlenecks, compressed transitions",
+))
