@@ -113,3 +113,29 @@ def finite_or_none(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> dict[tuple[str, str], float]:
+    """Set ``deflated_sharpe`` on every run (trials: the runs on the same market) and return PBO per market.
+
+    PBO (CSCV over the runs' bar returns) needs at least two runs and
+    ``2 * n_splits`` bars per market; otherwise it is NaN.
+    """
+    from pipeline.backtest.metrics import bar_returns
+    from pipeline.backtest.overfitting import deflated_sharpe_of_returns, probability_of_backtest_overfitting, sharpe_moments
+
+    groups: dict[tuple[str, str], list[BacktestRun]] = {}
+    for r in runs:
+        groups.setdefault((r.symbol, r.interval), []).append(r)
+    pbo = {}
+    for key, members in groups.items():
+        rets = [bar_returns(r.result.equity, r.result.initial_equity) for r in members]
+        srs = np.array([sharpe_moments(x)[0] if x.std() > 0 else np.nan for x in rets])
+        for r, x, sr in zip(members, rets, srs):
+            r.metrics["deflated_sharpe"] = deflated_sharpe_of_returns(x, srs) if np.isfinite(sr) else math.nan
+        lengths = {x.shape[0] for x in rets}
+        if len(members) >= 2 and len(lengths) == 1 and lengths.pop() >= 2 * n_splits:
+            pbo[key] = probability_of_backtest_overfitting(np.column_stack(rets), n_splits)["pbo"]
+        else:
+            pbo[key] = math.nan
+    return pbo
