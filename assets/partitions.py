@@ -1,6 +1,5 @@
 """The daily (UTC) partitions shared by the market and feature assets."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -246,6 +246,7 @@ class Warehouse:
         if table not in TABLES:
             raise KeyError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
         with self.connect() as con:
+            con.execute(f"create schema if not exists {table.split('.')[0]}")
             con.execute(TABLES[table])
             con.execute("begin transaction")
             try:

@@ -55,3 +55,7 @@ def to_ms(value: dt.datetime) -> int:
 
 def from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).replace(tzinfo=None)
+
+
+class SourceUnavailable(MarketDataError):
+    """A transient failure (network, rate limit, server error) after the source's own retries; worth retrying later."""

@@ -1,0 +1,114 @@
+"""Market assets (group ``market``): raw candles, funding, open interest and order-book snapshots.
+
+Daily UTC partitions; a backfill of many days runs as one run that reads the
+whole partition window. Each asset calls one ``pipeline.market.ingest``
+function, which validates before it replaces exactly the window's rows.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from assets.partitions import daily_partitions
+from pipeline.market.base import SourceUnavailable
+from pipeline.market.ingest import (
+    IngestReport,
+    build_source,
+    ingest_candles,
+    ingest_funding,
+    ingest_open_interest,
+    ingest_orderbook,
+)
+from pipeline.resources import SettingsResource, WarehouseResource
+
+MARKET_ASSET = dict(
+    group_name="market",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
+    kinds={"duckdb", "polars"},
+)
+
+
+def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
+    """The run's [start, end) as naive UTC datetimes (one day, or the whole backfill range)."""
+    window = context.partition_time_window
+    return (
+        window.start.astimezone(dt.timezone.utc).replace(tzinfo=None),
+        window.end.astimezone(dt.timezone.utc).replace(tzinfo=None),
+    )
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_no rows in this window_"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_metadata(report: IngestReport) -> dict:
+    metadata = {
+        "table": report.table,
+        "source": report.source,
+        "window": f"[{report.start}, {report.end})",
+        "rows_written": dg.MetadataValue.int(report.rows_written),
+        "rows_replaced": dg.MetadataValue.int(report.rows_replaced),
+        "series": dg.MetadataValue.md(_markdown_table(report.per_series)),
+    }
+    if report.table == "raw.candles":
+        metadata["missing_bars"] = dg.MetadataValue.int(report.missing_bars)
+    return metadata
+
+
+def _run(context, settings: SettingsResource, ingest, args_of) -> dg.MaterializeResult:
+    cfg = settings.settings()
+    start, end = partition_window(context)
+    try:
+        report = ingest(build_source(cfg), *args_of(cfg), start, end)
+    except SourceUnavailable as exc:
+        context.log.warning(f"market source unavailable, will retry: {exc}")
+        raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
+    context.log.info(f"{report.table}: {report.rows_written} rows from {report.source} for [{start}, {end})")
+    return dg.MaterializeResult(metadata=report_metadata(report))
+
+
+@dg.asset(key=["raw", "candles"], **MARKET_ASSET)
+def raw_candles(
+    context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Closed OHLCV candles (open time, UTC) for every configured symbol and interval."""
+    return _run(context, settings, ingest_candles, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals))
+
+
+@dg.asset(key=["raw", "funding"], **MARKET_ASSET)
+def raw_funding(
+    context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Perpetual funding rate at each settlement (per 8h, as a fraction)."""
+    return _run(context, settings, ingest_funding, lambda cfg: (warehouse.warehouse(), cfg.symbols))
+
+
+@dg.asset(key=["raw", "open_interest"], **MARKET_ASSET)
+def raw_open_interest(
+    context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Open interest at each bar open, where the source has it."""
+    return _run(
+        context, settings, ingest_open_interest, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals)
+    )
+
+
+@dg.asset(key=["raw", "orderbook"], **MARKET_ASSET)
+def raw_orderbook(
+    context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Top-N order-book snapshots (bid/ask price and size arrays, best first)."""
+    return _run(
+        context,
+        settings,
+        lambda source, wh, symbols, levels, start, end: ingest_orderbook(source, wh, symbols, start, end, levels),
+        lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.orderbook_levels),
+    )

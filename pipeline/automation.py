@@ -1,0 +1,43 @@
+"""Jobs, schedules and sensors.
+
+* ``daily_refresh``: every day at 00:15 UTC, the market assets (and the
+  partitioned feature tables) for the day that just closed.
+* ``nightly_retrain``: every night at 02:00 UTC, the unpartitioned model and
+  backtest assets on the refreshed data.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.partitions import daily_partitions
+
+PARTITIONED_GROUPS = ("market",)
+NIGHTLY_GROUPS = ("backtest",)
+
+
+def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHTLY_GROUPS):
+    """The jobs, schedules and sensors for the given asset groups."""
+    daily_refresh = dg.define_asset_job(
+        "daily_refresh",
+        selection=dg.AssetSelection.groups(*partitioned_groups),
+        partitions_def=daily_partitions,
+        description="Ingest the day that just closed and rebuild its features.",
+    )
+    nightly_retrain = dg.define_asset_job(
+        "nightly_retrain",
+        selection=dg.AssetSelection.groups(*nightly_groups),
+        description="Retrain and re-run the backtests on the refreshed data.",
+    )
+    schedules = [
+        dg.build_schedule_from_partitioned_job(
+            daily_refresh, hour_of_day=0, minute_of_hour=15, name="daily_refresh_schedule"
+        ),
+        dg.ScheduleDefinition(
+            name="nightly_retrain_schedule",
+            job=nightly_retrain,
+            cron_schedule="0 2 * * *",
+            execution_timezone="UTC",
+        ),
+    ]
+    return [daily_refresh, nightly_retrain], schedules, []

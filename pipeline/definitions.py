@@ -1,0 +1,89 @@
+"""``defs``: the one Definitions object (assets, checks, jobs, schedules, sensors, resources).
+
+``materialize_all()`` is what ``make demo`` runs: every partitioned asset over
+all its partitions in one run, then every unpartitioned asset.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import dagster as dg
+
+from pipeline.automation import build_automation
+from pipeline.resources import default_resources
+
+ASSET_MODULE_NAMES = ("assets.market", "assets.checks", "assets.features", "assets.backtests")
+
+
+def _asset_modules() -> list:
+    modules = []
+    for name in ASSET_MODULE_NAMES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def _resources(modules) -> dict:
+    resources = default_resources()
+    for module in modules:
+        factory = getattr(module, "dbt_resource", None)
+        if factory is not None:
+            resources["dbt"] = factory()
+    return resources
+
+
+_MODULES = _asset_modules()
+ASSETS = [a for a in dg.load_assets_from_modules(_MODULES) if isinstance(a, dg.AssetsDefinition) and a.keys]
+CHECKS = list(dg.load_asset_checks_from_modules(_MODULES))
+
+
+def build_definitions() -> dg.Definitions:
+    jobs, schedules, sensors = build_automation()
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources=_resources(_MODULES),
+    )
+
+
+defs = build_definitions()
+
+
+def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict | None = None) -> list:
+    """Materialize every asset on the current settings: partitioned ones over all partitions in one run each."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    resources = resources or _resources(_MODULES)
+    partitioned = [a for a in ASSETS if a.partitions_def is not None]
+    unpartitioned = [a for a in ASSETS if a.partitions_def is None]
+    results = []
+    checks = CHECKS
+    if partitioned:
+        keys = partitioned[0].partitions_def.get_partition_keys()
+        if keys:
+            results.append(
+                dg.materialize(
+                    partitioned + checks,
+                    instance=instance,
+                    resources=resources,
+                    tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+                    selection=dg.AssetSelection.assets(*partitioned),
+                )
+            )
+    if unpartitioned:
+        results.append(
+            dg.materialize(
+                partitioned + unpartitioned + checks,
+                instance=instance,
+                resources=resources,
+                selection=dg.AssetSelection.assets(*unpartitioned),
+            )
+        )
+    return results
