@@ -136,9 +136,13 @@ class BybitSource:
         stop = min(end_ms, now_ms - step + 1)
         rows: dict[int, list] = {}
         cursor = stop - 1
+        offset = candle_grid_offset_ms(interval)
+        first_open = start_ms + (offset - start_ms) % step
         while cursor >= start_ms:
-            page_lo = max(start_ms, cursor - KLINE_PAGE * step + 1)
-            what = f"klines interval {interval}, page {_fmt(page_lo)} .. {_fmt(cursor)} UTC"
+            # The candle opens this page can hold, for error messages.
+            last_open = cursor - (cursor - offset) % step
+            page_first = max(first_open, last_open - (KLINE_PAGE - 1) * step)
+            what = f"klines interval {interval}, page {_fmt(page_first)} .. {_fmt(last_open)} UTC"
             result = self._call(
                 "get_kline",
                 symbol,

@@ -1,0 +1,48 @@
+# convtrade: two commands to know, `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DATA_DIR ?= $(CURDIR)/data
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+SQL ?= select symbol, interval, count(*) as candles, min(ts), max(ts) from raw.candles group by all order by 1
+
+.PHONY: setup demo test ui query bench clean
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+# torch first (the CPU build on disk), then the project with exact pins.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup
+	$(BIN)/convtrade demo
+
+test: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+query: setup
+	@$(BIN)/convtrade query "$(SQL)"
+
+bench: setup
+	@for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(DATA_DIR) $(DAGSTER_HOME)
