@@ -143,17 +143,10 @@ class BybitSource:
             last_open = cursor - (cursor - offset) % step
             page_first = max(first_open, last_open - (KLINE_PAGE - 1) * step)
             what = f"klines interval {interval}, page {_fmt(page_first)} .. {_fmt(last_open)} UTC"
-            result = self._call(
-                "get_kline",
-                symbol,
-                what,
-                category=self.category,
-                symbol=symbol,
-                interval=str(interval),
-                start=start_ms,
-                end=cursor,
-                limit=KLINE_PAGE,
+            params = dict(
+                category=self.category, symbol=symbol, interval=str(interval), start=start_ms, end=cursor, limit=KLINE_PAGE
             )
+            result = self._call("get_kline", symbol, what, params)
             page = [self._kline_row(row, symbol, what) for row in (result.get("list") or [])]
             if not page:
                 break
@@ -197,16 +190,10 @@ class BybitSource:
         rates: dict[int, float] = {}
         while cursor >= start_ms:
             what = f"funding history up to {_fmt(cursor)} UTC"
-            result = self._call(
-                "get_funding_rate_history",
-                symbol,
-                what,
-                category=self.category,
-                symbol=symbol,
-                startTime=start_ms,
-                endTime=cursor,
-                limit=FUNDING_PAGE,
+            params = dict(
+                category=self.category, symbol=symbol, startTime=start_ms, endTime=cursor, limit=FUNDING_PAGE
             )
+            result = self._call("get_funding_rate_history", symbol, what, params)
             page = [
                 (self._int(item, "fundingRateTimestamp", symbol, what), self._float(item, "fundingRate", symbol, what))
                 for item in (result.get("list") or [])
@@ -267,7 +254,7 @@ class BybitSource:
             )
             if cursor:
                 params["cursor"] = cursor
-            result = self._call("get_open_interest", symbol, what, **params)
+            result = self._call("get_open_interest", symbol, what, params)
             for item in result.get("list") or []:
                 ts = self._int(item, "timestamp", symbol, what)
                 if start_ms <= ts < end_ms and (ts - offset) % step == 0:
@@ -307,7 +294,7 @@ class BybitSource:
         if not lo <= now < hi:
             return empty(ORDERBOOK_SCHEMA)
         what = f"order book top {levels}"
-        result = self._call("get_orderbook", symbol, what, category=self.category, symbol=symbol, limit=levels)
+        result = self._call("get_orderbook", symbol, what, dict(category=self.category, symbol=symbol, limit=levels))
         ts = self._int(result, "ts", symbol, what)
         bids = self._levels(result.get("b"), symbol, what, levels)
         asks = self._levels(result.get("a"), symbol, what, levels)
@@ -329,7 +316,7 @@ class BybitSource:
 
     # -- calling Bybit -----------------------------------------------------------------------------
 
-    def _call(self, method: str, symbol: str, what: str, **params) -> dict:
+    def _call(self, method: str, symbol: str, what: str, params: dict) -> dict:
         """``http.<method>(**params)['result']``, retrying transient failures; else MarketDataError."""
         attempt = 0
         while True:
