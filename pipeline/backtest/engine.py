@@ -357,9 +357,11 @@ def simulate(open_, high, low, close, volume, atr, funding, day_id, week_id, tar
         if weekly_dd > 0.0 and eq < week_start * (1.0 - weekly_dd):
             week_stopped = True
     # the trade still open at the end: marked at the last close, no exit fill
-    if s[S_QTY] != 0.0 and record:
+    if s[S_QTY] != 0.0:
         k = int(s[S_N_TRADES])
-        if k < trades.shape[0]:
+        if not record:
+            pass
+        elif k < trades.shape[0]:
             qty = s[S_QTY]
             c = close[n - 1]
             trades[k, T_ENTRY_I] = s[S_ENTRY_I]
@@ -421,7 +423,7 @@ def _first_bad(name: str, arr: np.ndarray, bad: np.ndarray, ts_ms: np.ndarray, w
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         stamp = np.datetime64(int(ts_ms[i]), "ms") if i < ts_ms.shape[0] else "?"
-        raise ValueError(f"{name}[{i}]={arr[i]!r} at ts={stamp} {what} ({int(bad.sum())} bad value(s) in all)")
+        raise ValueError(f"{name}[{i}]={arr[i].item()!r} at ts={stamp} {what} ({int(bad.sum())} bad value(s) in all)")
 
 
 def prepare_inputs(ts, open, high, low, close, volume=None, funding=None, atr_period: int = 14,

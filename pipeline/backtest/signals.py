@@ -93,7 +93,7 @@ def _check_probability(name: str, values: np.ndarray, n: int) -> np.ndarray:
     bad = ~np.isfinite(arr) | (arr < 0) | (arr > 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{i}]={arr[i]!r} is not a probability in [0, 1] (NaN prediction?); "
+        raise ValueError(f"{name}[{i}]={arr[i].item()!r} is not a probability in [0, 1] (NaN prediction?); "
                          f"drop or fill the bars without a prediction before the backtest")
     return arr
 
