@@ -112,7 +112,7 @@ class BybitSource:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.sleep = sleep
-        self.now = now
+        self.now = now or _utc_now
         key = os.environ.get("BYBIT_API_KEY") or None
         secret = os.environ.get("BYBIT_API_SECRET") or None
         self.has_credentials = bool(key and secret)
@@ -144,22 +144,26 @@ class BybitSource:
             page_first = max(first_open, last_open - (KLINE_PAGE - 1) * step)
             what = f"klines interval {interval}, page {_fmt(page_first)} .. {_fmt(last_open)} UTC"
             params = dict(
-                category=self.category, symbol=symbol, interval=str(interval), start=start_ms, end=cursor, limit=KLINE_PAGE
+                category=self.category,
+                symbol=symbol,
+                interval=str(interval),
+                start=start_ms,
+                end=cursor,
+                limit=KLINE_PAGE,
             )
             result = self._call("get_kline", symbol, what, params)
             page = [self._kline_row(row, symbol, what) for row in (result.get("list") or [])]
             if not page:
                 break
             oldest = min(row[0] for row in page)
-            for row in page:
-                if start_ms <= row[0] < stop and row[0] + step <= now_ms:
+            for row in page:  # ``< stop`` also drops the forming candle Bybit sends as the newest row
+                if start_ms <= row[0] < stop:
                     rows.setdefault(row[0], row)
             if oldest <= start_ms or len(page) < KLINE_PAGE:
                 break
             if oldest > cursor:
-                raise MarketDataError(
-                    self._scrub(f"bybit {self.category} {symbol}: {what}: paging made no progress "
-                                f"(oldest row {_fmt(oldest)} is after the requested end)")
+                raise self._error(
+                    symbol, what, f"paging made no progress (oldest row {_fmt(oldest)} is after the requested end)"
                 )
             cursor = oldest - 1
         ordered = [rows[ts] for ts in sorted(rows)]
@@ -207,7 +211,7 @@ class BybitSource:
             if oldest <= start_ms or len(page) < FUNDING_PAGE:
                 break
             if oldest > cursor:
-                raise MarketDataError(self._scrub(f"bybit {self.category} {symbol}: {what}: paging made no progress"))
+                raise self._error(symbol, what, "paging made no progress")
             cursor = oldest - 1
         frame = pl.DataFrame(
             {"ts": pl.Series(sorted(rates), dtype=pl.Int64), "funding_rate": [rates[t] for t in sorted(rates)]},
@@ -263,9 +267,7 @@ class BybitSource:
             if not cursor or not result.get("list"):
                 break
             if cursor in seen:
-                raise MarketDataError(
-                    self._scrub(f"bybit {self.category} {symbol}: {what}: the page cursor repeated; paging stopped")
-                )
+                raise self._error(symbol, what, "the page cursor repeated; paging stopped")
             seen.add(cursor)
         order = sorted(values)
         frame = pl.DataFrame(
@@ -333,9 +335,7 @@ class BybitSource:
                     )
                 result = response.get("result")
                 if not isinstance(result, dict):
-                    raise MarketDataError(
-                        self._scrub(f"bybit {self.category} {symbol}: {what}: response has no result object")
-                    )
+                    raise self._error(symbol, what, "the response has no result object")
                 return result
             except InvalidRequestError as exc:
                 code = exc.status_code
@@ -362,7 +362,8 @@ class BybitSource:
                 delay = min(max(delay, (reset_ms - to_ms(self.now())) / 1000), MAX_BACKOFF_S)
             attempt += 1
             log.warning(
-                "%s", self._scrub(f"bybit {symbol} {what}: {reason}; retry {attempt}/{self.max_retries} in {delay:.1f}s")
+                "%s",
+                self._scrub(f"bybit {symbol} {what}: {reason}; retry {attempt}/{self.max_retries} in {delay:.1f}s"),
             )
             self.sleep(delay)
         # Raised outside the except blocks so no pybit/requests exception rides along as __context__.
@@ -389,34 +390,38 @@ class BybitSource:
                 raise ValueError(f"{len(row)} fields")
             return [int(row[0]), *(float(x) for x in row[1:7])]
         except (TypeError, ValueError) as exc:
-            raise MarketDataError(
-                self._scrub(f"bybit {self.category} {symbol}: {what}: malformed kline row {row!r} ({exc}); "
-                            "expected [startTime, open, high, low, close, volume, turnover]")
+            raise self._error(
+                symbol,
+                what,
+                f"malformed kline row {row!r} ({exc}); expected [startTime, open, high, low, close, volume, turnover]",
             ) from None
 
     def _int(self, item: dict, key: str, symbol: str, what: str) -> int:
         try:
             return int(item[key])
         except (KeyError, TypeError, ValueError):
-            raise MarketDataError(self._scrub(f"bybit {self.category} {symbol}: {what}: bad {key!r} in {item!r}")) from None
+            raise self._error(symbol, what, f"bad {key!r} in {item!r}") from None
 
     def _float(self, item: dict, key: str, symbol: str, what: str) -> float:
         try:
             return float(item[key])
         except (KeyError, TypeError, ValueError):
-            raise MarketDataError(self._scrub(f"bybit {self.category} {symbol}: {what}: bad {key!r} in {item!r}")) from None
+            raise self._error(symbol, what, f"bad {key!r} in {item!r}") from None
 
     def _levels(self, side: Any, symbol: str, what: str, levels: int) -> list[tuple[float, float]]:
         try:
             return [(float(px), float(sz)) for px, sz in list(side or [])[:levels]]
         except (TypeError, ValueError):
-            raise MarketDataError(self._scrub(f"bybit {self.category} {symbol}: {what}: malformed book side {side!r}")) from None
+            raise self._error(symbol, what, f"malformed book side {side!r}") from None
 
     def _interval_ms(self, interval: str) -> int:
         try:
             return interval_ms(interval)
         except ValueError as exc:
             raise MarketDataError(f"bybit: {exc}") from None
+
+    def _error(self, symbol: str, what: str, problem: str) -> MarketDataError:
+        return MarketDataError(self._scrub(f"bybit {self.category} {symbol}: {what}: {problem}"))
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

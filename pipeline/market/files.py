@@ -89,7 +89,8 @@ def read_candle_file(path: str | Path, symbol: str, interval: str) -> pl.DataFra
         headerless_counts=(6, 7),
         what="candle",
     )
-    frame = _numbers(table, path, ints=("ts",), floats=("open", "high", "low", "close", "volume"), nullable=("turnover",))
+    prices = ("open", "high", "low", "close", "volume")
+    frame = _numbers(table, path, ints=("ts",), floats=prices, nullable=("turnover",))
     frame = frame.sort("ts", maintain_order=True)
     _check_unique_ts(frame, path)
     offset = candle_grid_offset_ms(interval)
@@ -421,7 +422,8 @@ def _read_table(
             quote_char='"',
         )
     except pl.exceptions.PolarsError as exc:
-        raise MarketDataError(_diagnose_csv(path, data, len(names), has_header) or f"{path}: cannot parse ({exc})") from None
+        found = _diagnose_csv(path, data, len(names), has_header)
+        raise MarketDataError(found or f"{path}: cannot parse ({exc})") from None
     frame = frame.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_LINE) + int(has_header))
     keep = [name for name in names if name in required or name in optional]
     frame = frame.select(*keep, _LINE)

@@ -223,6 +223,14 @@ def test_empty_and_inverted_ranges_make_no_bad_calls():
         src.candles("BTCUSDT", "M", from_ms(T0), from_ms(T0 + HOUR))
 
 
+def test_malformed_row_names_the_row_and_page():
+    response = recorded("kline_linear_BTCUSDT_60.json")
+    response["result"]["list"][2] = ["1764968400000", "89267.3", "n/a", "89027.7", "89143.4", "1449.81", "1"]
+    src, _ = source(Replay(response), now=dt.datetime(2025, 12, 6, tzinfo=dt.timezone.utc))
+    with pytest.raises(MarketDataError, match=r"BTCUSDT: klines interval 60, page .*malformed kline row .*'n/a'"):
+        src.candles("BTCUSDT", "60", dt.datetime(2025, 12, 5, 17), dt.datetime(2025, 12, 6))
+
+
 # -- failures --------------------------------------------------------------------------------------
 
 
