@@ -5,6 +5,8 @@ pipeline.features.candle_features.compute_candle_features; see the model's
 docs for why Python and how the incremental run stays exact.
 """
 
+import os
+
 import polars as pl
 
 
@@ -21,7 +23,10 @@ def model(dbt, session):
     if dbt.is_incremental:
         # Recursions ran over the whole history above; keep only the run's window
         # (the replace_range strategy deletes and inserts exactly this window).
-        start, end = dbt.config.get("start"), dbt.config.get("end")
+        # Bounds: dbt vars start/end (via the model's yml config), else the
+        # environment variables the Dagster asset sets (see replace_range.sql).
+        start = dbt.config.get("start") or os.environ.get("CONVTRADE_FEATURES_START", "")
+        end = dbt.config.get("end") or os.environ.get("CONVTRADE_FEATURES_END", "")
         if start:
             features = features.filter(pl.col("ts") >= pl.lit(start).str.to_datetime(time_unit="us"))
         if end:

@@ -12,8 +12,10 @@ with candles as (
     {% if is_incremental() %}
     -- the window's rows plus 24 bars of future for the last of them
     where {{ replace_range_predicate(24) }}
-       or (ts >= cast('{{ var("end", "") or "1970-01-01" }}' as timestamp)
-           and ts < cast('{{ var("end", "") or "1970-01-01" }}' as timestamp) + to_milliseconds(25 * interval_ms))
+       {% if feature_window_bound('end') %}
+       or (ts >= cast('{{ feature_window_bound("end") }}' as timestamp)
+           and ts < cast('{{ feature_window_bound("end") }}' as timestamp) + to_milliseconds(25 * interval_ms))
+       {% endif %}
     {% endif %}
 ),
 

@@ -1,0 +1,170 @@
+"""Dagster assets of dbt_features: staging views, features.candle_features, features.labels.
+
+Each dbt model is an asset keyed [schema, model] in a group per stage; dbt
+tests surface as asset checks; a blocking great-expectations check guards the
+model-input columns of features.candle_features. Daily partitions: a run
+passes its window to dbt, which rewrites only those days (see the dbt docs of
+candle_features for why the values equal a full rebuild).
+
+`python -m assets.features --prepare` runs `dbt parse` so the manifest exists
+before the Definitions load (a fresh clone has none).
+"""
+
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from assets.partitions import daily_partitions
+from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.features.dbt_cli import DBT_PROJECT_DIR, WAREHOUSE_ENV, dbt_environment, parse_project
+from pipeline.quality.features_suite import validate_model_inputs
+from pipeline.resources import WarehouseResource
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def prepare() -> Path:
+    """Write dbt_features/target/manifest.json (`dbt parse`)."""
+    return parse_project(os.environ.get(WAREHOUSE_ENV) or WarehouseResource().warehouse().path)
+
+
+if not dbt_project.manifest_path.exists():
+    prepare()
+if os.environ.get(WAREHOUSE_ENV) is None:
+    # `dagster dev` re-parses at load time (prepare_if_dev); parsing needs the variable set.
+    os.environ[WAREHOUSE_ENV] = str(Path(WarehouseResource().warehouse().path).resolve())
+dbt_project.prepare_if_dev()
+
+
+class FeatureTranslator(DagsterDbtTranslator):
+    """Models -> [schema, model]; sources -> their meta.dagster.asset_key; groups per stage."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn") or []
+        return fqn[1] if len(fqn) > 2 else "features"
+
+
+translator = FeatureTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI resource for Definitions: `resources={"dbt": dbt_resource(), ...}`."""
+    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR))
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _window(context) -> tuple:
+    if not context.has_partition_key and not context.has_partition_key_range:
+        return None, None
+    window = context.partition_time_window
+    return window.start, window.end
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
+)
+def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """dbt build of the selected models for the run's days (plus each indicator's look-back)."""
+    warehouse = warehouse.warehouse()
+    warehouse.ensure_schema()  # the raw sources exist even before the first market run
+    start, end = _window(context)
+    with _environment(dbt_environment(warehouse.path, start, end)):
+        yield from dbt.cli(["build"], context=context).stream()
+
+
+CANDLE_FEATURES = dg.AssetKey(["features", "candle_features"])
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "model_inputs_expectations",
+            asset=CANDLE_FEATURES,
+            blocking=True,
+            description="Great-expectations suite on the model-input columns of the run's days.",
+        )
+    ],
+)
+def candle_features_expectations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    """No NULL/NaN/inf after warm-up, value ranges, one feature row per staged candle per day."""
+    warehouse = warehouse.warehouse()
+    run_start, run_end = _window(context.op_execution_context)
+    where, params = "true", []
+    if run_start is not None:
+        where, params = "ts >= ? and ts < ?", [run_start.replace(tzinfo=None), run_end.replace(tzinfo=None)]
+    columns = ", ".join(["symbol", '"interval"', "ts", "is_warmup", *MODEL_INPUT_COLUMNS])
+    features = warehouse.query(f"select {columns} from features.candle_features where {where}", params)
+    daily = warehouse.query(
+        f"""
+        with f as (select symbol, "interval", cast(ts as date) as day, count(*) as feature_rows
+                   from features.candle_features where {where} group by all),
+             c as (select symbol, "interval", cast(ts as date) as day, count(*) as candle_rows
+                   from staging.stg_candles where {where} group by all)
+        select coalesce(f.symbol, c.symbol) as symbol, coalesce(f."interval", c."interval") as "interval",
+               coalesce(f.day, c.day) as day, coalesce(feature_rows, 0) as feature_rows,
+               coalesce(candle_rows, 0) as candle_rows
+        from f full join c using (symbol, "interval", day)
+        """,
+        params * 2,
+    )
+    outcome = validate_model_inputs(features, daily)
+    yield dg.AssetCheckResult(
+        asset_key=CANDLE_FEATURES,
+        check_name="model_inputs_expectations",
+        passed=outcome.success,
+        description=outcome.summary(),
+        metadata={
+            "rows_checked": dg.MetadataValue.int(features.height),
+            "rows_after_warmup": dg.MetadataValue.int(
+                int((~features["is_warmup"]).sum()) if features.height else 0
+            ),
+            "days_checked": dg.MetadataValue.int(daily.height),
+            "expectations": dg.MetadataValue.int(outcome.evaluated),
+            "failures": dg.MetadataValue.json(outcome.failures),
+        },
+    )
+
+
+if __name__ == "__main__":
+    if "--prepare" in sys.argv[1:]:
+        print(f"dbt manifest written: {prepare()}")
+    else:
+        print("usage: python -m assets.features --prepare   (runs `dbt parse` for the Dagster definitions)")
+        sys.exit(2)

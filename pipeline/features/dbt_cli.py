@@ -1,0 +1,85 @@
+"""Run the dbt_features project from plain Python (tests, benchmarks, `make demo` preparation).
+
+The profile reads the warehouse from ``CONVTRADE_WAREHOUSE_PATH`` and an
+incremental run's window from ``CONVTRADE_FEATURES_START`` / ``_END``
+(environment variables rather than dbt vars, which would force dbt to reparse
+the whole project on every new window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_features"
+WAREHOUSE_ENV = "CONVTRADE_WAREHOUSE_PATH"
+WINDOW_ENV = ("CONVTRADE_FEATURES_START", "CONVTRADE_FEATURES_END")
+
+
+def format_bound(value: dt.datetime | dt.date | str | None) -> str:
+    """A window bound as dbt expects it: 'YYYY-MM-DD HH:MM:SS' in UTC ('' for none)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def dbt_environment(
+    warehouse_path: str | Path,
+    start: dt.datetime | dt.date | str | None = None,
+    end: dt.datetime | dt.date | str | None = None,
+) -> dict[str, str]:
+    """The environment variables one dbt invocation needs (absolute warehouse path, window)."""
+    return {
+        WAREHOUSE_ENV: str(Path(warehouse_path).resolve()),
+        WINDOW_ENV[0]: format_bound(start),
+        WINDOW_ENV[1]: format_bound(end),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def dbt_executable() -> str:
+    """The `dbt` of this interpreter's environment."""
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def run_dbt(
+    args: Sequence[str],
+    warehouse_path: str | Path,
+    start: dt.datetime | dt.date | str | None = None,
+    end: dt.datetime | dt.date | str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``dbt <args>`` on the warehouse; a failure raises with the end of dbt's output."""
+    env = {**os.environ, **dbt_environment(warehouse_path, start, end), **(extra_env or {})}
+    command = [dbt_executable(), *args, "--project-dir", str(DBT_PROJECT_DIR)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        raise RuntimeError(
+            f"`dbt {' '.join(args)}` failed on {warehouse_path} (window {format_bound(start)!r} .. "
+            f"{format_bound(end)!r}), exit code {result.returncode}:\n{tail}"
+        )
+    return result
+
+
+def parse_project(warehouse_path: str | Path | None = None) -> Path:
+    """`dbt parse` so target/manifest.json exists (Dagster loads the assets from it).
+
+    Parsing does not open the warehouse; the path only has to be set.
+    """
+    path = warehouse_path or os.environ.get(WAREHOUSE_ENV) or (PROJECT_ROOT / "data" / "warehouse.duckdb")
+    run_dbt(["parse", "--quiet"], path)
+    return DBT_PROJECT_DIR / "target" / "manifest.json"
