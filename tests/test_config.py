@@ -1,0 +1,46 @@
+"""Settings: defaults, environment overrides, clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, bars_per_year, interval_ms
+
+
+def test_environment_overrides_defaults():
+    s = Settings.from_env(
+        {
+            "DATA_DIR": "/tmp/x",
+            "CONVTRADE_SYMBOLS": "BTCUSDT, ETHUSDT",
+            "CONVTRADE_INTERVALS": "60,240",
+            "CONVTRADE_SEED": "11",
+            "CONVTRADE_PLANTED_PATTERN": "true",
+            "CONVTRADE_TAKER_FEE": "0.0006",
+        }
+    )
+    assert s.data_dir == Path("/tmp/x") and s.warehouse_path == Path("/tmp/x/warehouse.duckdb")
+    assert s.symbols == ("BTCUSDT", "ETHUSDT") and s.intervals == ("60", "240")
+    assert s.seed == 11 and s.planted_pattern is True and s.taker_fee == 0.0006
+    assert Settings.from_env({"CONVTRADE_DATA_DIR": "/a", "DATA_DIR": "/b"}).data_dir == Path("/a")
+    assert Settings.from_env({}, symbols="SOLUSDT").symbols == ("SOLUSDT",)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CONVTRADE_INTERVALS": "61"}, "unknown interval '61'"),
+        ({"CONVTRADE_SEED": "x"}, "CONVTRADE_SEED='x' is not an integer"),
+        ({"CONVTRADE_START": "2025-13-01"}, "CONVTRADE_START"),
+        ({"CONVTRADE_SYMBOLS": " , "}, "CONVTRADE_SYMBOLS is empty"),
+        ({"CONVTRADE_PLANTED_PATTERN": "maybe"}, "not a boolean"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_year_is_365_days():
+    assert bars_per_year("60") == 8760
+    assert bars_per_year("240") == 2190
+    assert interval_ms("W") == 7 * 86_400_000

@@ -1,0 +1,99 @@
+"""Dagster: the Definitions load, and the market assets materialize into a temporary DuckDB."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from assets.checks import raw_candles_expectations
+from assets.market import raw_candles, raw_funding, raw_open_interest, raw_orderbook
+from assets.partitions import daily_partitions
+from pipeline.definitions import defs
+from pipeline.resources import SettingsResource, WarehouseResource
+from pipeline.warehouse import Warehouse
+
+MARKET = [raw_candles, raw_funding, raw_open_interest, raw_orderbook]
+
+
+@pytest.fixture
+def resources(tmp_path):
+    return {
+        "settings": SettingsResource(data_dir=str(tmp_path), source="synthetic", symbols="BTCUSDT,ETHUSDT"),
+        "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+    }
+
+
+@pytest.fixture
+def partition() -> str:
+    return daily_partitions.get_partition_keys()[3]
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw/candles", "raw/funding", "raw/open_interest", "raw/orderbook"} <= keys
+    assert defs.resolve_job_def("daily_refresh").partitions_def == daily_partitions
+    schedule_names = {s.name for s in defs.schedules}
+    assert {"daily_refresh_schedule", "nightly_retrain_schedule"} <= schedule_names
+
+
+def test_materialize_partition_is_idempotent(resources, partition):
+    wh = Warehouse(resources["warehouse"].path)
+    result = dg.materialize(MARKET + [raw_candles_expectations], resources=resources, partition_key=partition)
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["rows_checked"].value == 48
+    counts = wh.query("select count(*) as n from raw.candles")["n"][0]
+    first = wh.query("select * exclude (ingested_at) from raw.candles order by all")
+    assert counts == 2 * 24
+    meta = result.asset_materializations_for_node("raw__candles")[0].metadata
+    assert meta["rows_written"].value == 48 and meta["missing_bars"].value == 0
+    again = dg.materialize(MARKET, resources=resources, partition_key=partition)
+    assert again.success
+    assert wh.query("select * exclude (ingested_at) from raw.candles order by all").equals(first)
+    assert wh.query("select count(*) as n from raw.orderbook")["n"][0] == 2 * 24
+
+
+def test_backfill_range_runs_as_one_run(resources):
+    keys = daily_partitions.get_partition_keys()[:3]
+    result = dg.materialize(
+        [raw_candles],
+        resources=resources,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
+    assert result.success
+    wh = Warehouse(resources["warehouse"].path)
+    days = wh.query("select count(distinct ts::date) as d, count(*) as n from raw.candles")
+    assert days["d"][0] == 3 and days["n"][0] == 3 * 2 * 24
+
+
+def test_check_fails_on_bad_rows_in_the_warehouse(resources, partition):
+    assert dg.materialize([raw_candles], resources=resources, partition_key=partition).success
+    wh = Warehouse(resources["warehouse"].path)
+    day = dt.datetime.fromisoformat(partition)
+    with wh.connect() as con:
+        con.execute(
+            "update raw.candles set high = low - 1 where symbol = 'ETHUSDT' and ts = ?",
+            [day + dt.timedelta(hours=5)],
+        )
+    result = dg.materialize(
+        [raw_candles, raw_candles_expectations],
+        resources=resources,
+        partition_key=partition,
+        selection=dg.AssetSelection.checks(raw_candles_expectations),
+        raise_on_error=False,
+    )
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    failures = check.metadata["failures"].value
+    assert any(f["columns"] == "high, open" and f["examples"][0]["symbol"] == "ETHUSDT" for f in failures)
+
+
+def test_bad_source_fails_the_run_and_keeps_the_warehouse(resources, partition, tmp_path):
+    assert dg.materialize([raw_candles], resources=resources, partition_key=partition).success
+    wh = Warehouse(resources["warehouse"].path)
+    before = wh.query("select * exclude (ingested_at) from raw.candles order by all")
+    broken = dict(resources, settings=SettingsResource(data_dir=str(tmp_path), symbols="BTCUSDT,NOPEUSDT"))
+    result = dg.materialize([raw_candles], resources=broken, partition_key=partition, raise_on_error=False)
+    assert not result.success
+    assert wh.query("select * exclude (ingested_at) from raw.candles order by all").equals(before)
