@@ -230,13 +230,16 @@ class FileSource:
         names = [f"{prefix}{symbol}_{interval}{suffix}" for prefix in ("bybit_", "") for suffix in _CANDLE_SUFFIXES]
         return self._first_existing(names, f"candles of {symbol} interval {interval}", required=True)
 
-    def _first_existing(self, names: list[str], what: str, required: bool) -> Path | None:
-        _check_name_part(names[0])
+    def _check_directory(self) -> None:
         if not self.directory.is_dir():
             raise MarketDataError(
                 f"file source: folder {self.directory} does not exist; set CONVTRADE_FILES_DIR to the folder "
                 "of exports, or use CONVTRADE_SOURCE=synthetic"
             )
+
+    def _first_existing(self, names: list[str], what: str, required: bool) -> Path | None:
+        _check_name_part(names[0])
+        self._check_directory()
         for name in names:
             path = self.directory / name
             if path.is_file():
@@ -289,8 +292,7 @@ class FileSource:
     def orderbook(self, symbol: str, start: dt.datetime, end: dt.datetime, levels: int = 5) -> pl.DataFrame:
         """Snapshots of ``symbol`` from every ``bybit_*_orderbook_top*_*`` file; empty when there are none."""
         _check_name_part(symbol)
-        if not self.directory.is_dir():
-            return empty(ORDERBOOK_SCHEMA)
+        self._check_directory()
         paths = sorted(
             p
             for p in self.directory.glob("bybit_*orderbook_top*_*")
