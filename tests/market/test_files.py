@@ -313,3 +313,12 @@ def test_orderbook_duplicate_snapshot(tmp_path: Path):
     with pytest.raises(MarketDataError, match=r"top2_x\.csv\.gz, line 2: duplicate snapshot for BTCUSDT .* also at line 3"):
         FileSource(tmp_path).orderbook("BTCUSDT", dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2), levels=2)
     assert path.exists()
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path):
+    src = FileSource(tmp_path / "nowhere")
+    span = (dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2))
+    for call in (lambda: src.candles("BTCUSDT", "60", *span), lambda: src.funding("BTCUSDT", *span),
+                 lambda: src.orderbook("BTCUSDT", *span)):
+        with pytest.raises(MarketDataError, match=r"nowhere does not exist; set CONVTRADE_FILES_DIR"):
+            call()
