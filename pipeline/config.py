@@ -44,6 +44,14 @@ def interval_ms(interval: str) -> int:
         ) from None
 
 
+WEEK_OFFSET_MS = 4 * DAY_MS  # Bybit weekly bars open on Monday 00:00 UTC; 1970-01-01 was a Thursday
+
+
+def grid_offset_ms(interval: str) -> int:
+    """Where an interval's grid starts relative to the epoch (only weekly bars are shifted)."""
+    return WEEK_OFFSET_MS if str(interval) == "W" else 0
+
+
 def bars_per_year(interval: str) -> float:
     """Bars in a 365-day year (crypto trades 24/7: never 252)."""
     return 365 * DAY_MS / interval_ms(interval)

@@ -34,9 +34,8 @@ from typing import Any
 import polars as pl
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 
-from pipeline.config import BYBIT_CATEGORIES, interval_ms
+from pipeline.config import BYBIT_CATEGORIES, grid_offset_ms, interval_ms
 from pipeline.market.base import MarketDataError, from_ms, to_ms, utc_naive
-from pipeline.market.files import candle_grid_offset_ms
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,
@@ -136,7 +135,7 @@ class BybitSource:
         stop = min(end_ms, now_ms - step + 1)
         rows: dict[int, list] = {}
         cursor = stop - 1
-        offset = candle_grid_offset_ms(interval)
+        offset = grid_offset_ms(interval)
         first_open = start_ms + (offset - start_ms) % step
         while cursor >= start_ms:
             # The candle opens this page can hold, for error messages.
@@ -240,7 +239,7 @@ class BybitSource:
             return empty(OPEN_INTEREST_SCHEMA)
         interval_time = OPEN_INTEREST_INTERVALS[max(fits)]
         start_ms, end_ms = to_ms(start), to_ms(end)
-        offset = candle_grid_offset_ms(interval)
+        offset = grid_offset_ms(interval)
         values: dict[int, float] = {}
         cursor: str | None = None
         seen: set[str] = set()

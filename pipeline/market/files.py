@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import DAY_MS, interval_ms
+from pipeline.config import DAY_MS, grid_offset_ms, interval_ms
 from pipeline.market.base import MarketDataError, from_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
@@ -44,8 +44,6 @@ from pipeline.market.schemas import (
 )
 
 SOURCE = "files"
-# Bybit weekly candles open on Monday 00:00 UTC; the Unix epoch was a Thursday.
-WEEK_GRID_OFFSET_MS = 4 * DAY_MS
 _LINE = "__line"  # 1-based physical line (CSV) or row (Parquet) of each record
 
 # Header aliases (lower-cased) -> canonical column name.
@@ -68,11 +66,6 @@ _CANDLE_ROW_LAYOUT = ("ts", "open", "high", "low", "close", "volume", "turnover"
 _CANDLE_SUFFIXES = (".csv.gz", ".csv", ".parquet")
 
 
-def candle_grid_offset_ms(interval: str) -> int:
-    """Where the interval grid is anchored: 0 (epoch) except Monday for weekly bars."""
-    return WEEK_GRID_OFFSET_MS if str(interval) == "W" else 0
-
-
 def read_candle_file(path: str | Path, symbol: str, interval: str) -> pl.DataFrame:
     """All candles in one export file as a CANDLE_SCHEMA frame, oldest first.
 
@@ -93,7 +86,7 @@ def read_candle_file(path: str | Path, symbol: str, interval: str) -> pl.DataFra
     frame = _numbers(table, path, ints=("ts",), floats=prices, nullable=("turnover",))
     frame = frame.sort("ts", maintain_order=True)
     _check_unique_ts(frame, path)
-    offset = candle_grid_offset_ms(interval)
+    offset = grid_offset_ms(interval)
     _fail_on(
         frame,
         (pl.col("ts") - offset) % step != 0,
@@ -153,7 +146,7 @@ def read_open_interest_file(path: str | Path, symbol: str, interval: str) -> pl.
     frame = _numbers(table, path, ints=("ts",), floats=("open_interest",), nullable=())
     frame = frame.sort("ts", maintain_order=True)
     _check_unique_ts(frame, path)
-    offset = candle_grid_offset_ms(interval)
+    offset = grid_offset_ms(interval)
     _fail_on(
         frame,
         (pl.col("ts") - offset) % step != 0,
@@ -584,7 +577,6 @@ def _in_range(frame: pl.DataFrame, start: dt.datetime, end: dt.datetime) -> pl.D
 
 __all__ = [
     "FileSource",
-    "candle_grid_offset_ms",
     "read_candle_file",
     "read_funding_file",
     "read_open_interest_file",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from pipeline.config import Settings, interval_ms
+from pipeline.config import Settings, grid_offset_ms, interval_ms
 from pipeline.market.base import MarketDataError, MarketSource, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
@@ -25,7 +25,6 @@ from pipeline.market.schemas import (
 )
 from pipeline.warehouse import Warehouse
 
-WEEK_OFFSET_MS = 4 * 86_400_000
 
 
 def build_source(settings: Settings, now=None) -> MarketSource:
@@ -63,10 +62,6 @@ class IngestReport:
     @property
     def missing_bars(self) -> int:
         return sum(item.get("missing_bars", 0) for item in self.per_series)
-
-
-def grid_offset_ms(interval: str) -> int:
-    return WEEK_OFFSET_MS if interval == "W" else 0
 
 
 def candle_problems(frame: pl.DataFrame, max_examples: int = 5) -> list[str]:

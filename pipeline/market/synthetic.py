@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from pipeline.config import DAY_MS, interval_ms
+from pipeline.config import DAY_MS, grid_offset_ms, interval_ms
 from pipeline.market.base import MarketDataError, to_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
@@ -46,7 +46,6 @@ MINUTE_MS = 60_000
 MINUTES_PER_DAY = 1440
 FUNDING_EVERY_MS = 8 * 3_600_000
 SNAPSHOT_EVERY_MS = 3_600_000
-WEEK_OFFSET_MS = 4 * DAY_MS  # Bybit weekly bars open on Monday; 1970-01-01 was a Thursday
 
 # Starting price, daily volatility and typical daily base volume of known symbols;
 # other symbols get a generic profile derived from their name.
@@ -197,7 +196,7 @@ class SyntheticSource:
         path = self._path(utc_naive(end) + dt.timedelta(milliseconds=step))
         if path.ts_ms.size == 0:
             return empty(CANDLE_SCHEMA)
-        offset = WEEK_OFFSET_MS if interval == "W" else 0
+        offset = grid_offset_ms(interval)
         bar = (path.ts_ms - offset) // step
         starts = np.flatnonzero(np.r_[True, bar[1:] != bar[:-1]])
         bar_ts = bar[starts] * step + offset
