@@ -1,7 +1,5 @@
 """Backtest assets: baselines on the same engine and costs the models use."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from pipeline.backtest.suite import backtest_baselines as run_baseline_suite

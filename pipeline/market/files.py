@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import DAY_MS, grid_offset_ms, interval_ms
+from pipeline.config import grid_offset_ms, interval_ms
 from pipeline.market.base import MarketDataError, from_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,

@@ -6,7 +6,6 @@ a short training run on a learnable synthetic task, export, save / load.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
@@ -130,20 +129,20 @@ def test_forward_is_deterministic_with_a_fixed_seed(name):
 
 
 def planted_task(shape: tuple[int, ...], n: int, seed: int = 0):
-    """Noise whose channel 0 is shifted by (label - 1) · 0.6: down / flat / up."""
+    """Noise whose channel 0 is shifted by (label - 1) · 0.5: down / flat / up."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 3, (n,), generator=g)
     x = torch.randn((n,) + shape, generator=g)
-    x[:, 0] += 0.6 * (labels - 1).view((n,) + (1,) * (len(shape) - 1)).float()
+    x[:, 0] += 0.5 * (labels - 1).view((n,) + (1,) * (len(shape) - 1)).float()
     return x, labels
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_a_planted_direction(name):
-    """A few epochs on 384 windows take the loss far below chance (ln 3 ≈ 1.10)."""
+    """Six epochs on 256 windows take the loss far below chance (ln 3 ≈ 1.10)."""
     torch.manual_seed(0)
-    model = small_model(name)
-    x, labels = planted_task(model.input_shape, 384)
+    model = small_model(name, input_length=32) if name in SEQUENCE else small_model(name)
+    x, labels = planted_task(model.input_shape, 256)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
     for _epoch in range(6):
@@ -156,7 +155,7 @@ def test_learns_a_planted_direction(name):
         loss = multitask_loss(model(x), labels).item()
         x_new, y_new = planted_task(model.input_shape, 192, seed=1)
         accuracy = (model(x_new).direction_logits.argmax(1) == y_new).float().mean().item()
-    assert loss < 0.5 * math.log(3), loss
+    assert loss < 0.5, loss  # chance: ln 3 ≈ 1.10
     assert accuracy > 0.6, accuracy  # generalises to fresh windows (chance: 1/3)
 
 
