@@ -100,15 +100,19 @@ class OrderBookNetConfig:
     in_channels: int = 2  # e.g. bid size, ask size
     image_size: tuple[int, int] = (64, 20)  # (time steps, price levels); levels divisible by 4
     channels: int = 16
-    time_kernel: int = 3  # DeepLOB uses 4 (even: 'same' padding then copies the input)
+    time_kernel: int = 3  # DeepLOB uses 4
     inception_channels: int = 16
     negative_slope: float = 0.01
 
 
 def _conv_block(cin: int, cout: int, kernel, stride=1, slope: float = 0.01) -> list[nn.Module]:
-    padding = "same" if stride == 1 else 0
-    return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding), nn.BatchNorm2d(cout),
-            nn.LeakyReLU(slope, inplace=True)]
+    """Conv + BN + LeakyReLU; stride 1 keeps the size ('same' zero padding, extra row after for even k)."""
+    kt, kl = (kernel, kernel) if isinstance(kernel, int) else kernel
+    pad: list[nn.Module] = []
+    if stride == 1 and (kt > 1 or kl > 1):
+        pad = [nn.ZeroPad2d(((kl - 1) // 2, kl // 2, (kt - 1) // 2, kt // 2))]
+    return pad + [nn.Conv2d(cin, cout, (kt, kl), stride=stride), nn.BatchNorm2d(cout),
+                  nn.LeakyReLU(slope, inplace=True)]
 
 
 class TimeInception(nn.Module):
