@@ -9,7 +9,7 @@ Each architecture module registers a config dataclass, its named variants
 (``default`` is always small enough to train on 2 CPU cores), a builder and
 whether it is causal and a sequence or image model.
 
-``python -m pipeline.models.registry --table`` prints the markdown table of
+``python -m pipeline.models --table`` prints the markdown table of
 parameters, receptive fields and FLOPs of every variant.
 """
 
@@ -134,11 +134,16 @@ def build_model(name: str, variant: str = "default", in_channels: int | None = N
     """Build architecture ``name`` at ``variant`` for the given input.
 
     Sequence models take ``in_channels`` and ``input_length`` (default 15 ×
-    256); image models take ``input_shape`` = (channels, height, width).
+    256); image models take ``input_shape`` = (channels, height, width),
+    by default the image of the variant's config.
     ``overrides`` replace fields of the variant's config record.
     """
     arch = architecture(name)
-    shape = list(input_shape or arch.default_input_shape)
+    record = model_config(name, variant)
+    default_shape = arch.default_input_shape
+    if arch.kind == "image" and hasattr(record, "image_size"):
+        default_shape = (record.in_channels, *record.image_size)  # a variant may fix its own image
+    shape = list(input_shape or default_shape)
     if arch.kind == "sequence":
         if input_shape is not None and len(shape) != 2:
             raise ValueError(f"{name}: input_shape of a sequence model is (channels, length), got {input_shape}")
@@ -229,18 +234,3 @@ def _human(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return str(int(n))
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", action="store_true", help="print the markdown table of every variant")
-    parser.add_argument("--in-channels", type=int, default=15)
-    parser.add_argument("--input-length", type=int, default=256)
-    args = parser.parse_args()
-    if args.table:
-        print(variant_table(args.in_channels, args.input_length))
-    else:
-        for name, variants in list_models().items():
-            print(name, ", ".join(variants))

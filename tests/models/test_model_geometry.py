@@ -198,6 +198,12 @@ def test_every_variant_builds_on_meta_with_its_config(name):
         assert model.causal == arch.causal and model.kind == arch.kind
 
 
+def test_image_variants_default_to_their_own_image():
+    assert on_meta("orderbook_net", "deeplob").input_shape == (1, 100, 40)
+    assert on_meta("orderbook_net").input_shape == (2, 64, 20)
+    assert on_meta("resnet2d", input_shape=(15, 32, 32)).config.image_size == (32, 32)
+
+
 def test_build_errors_name_the_problem():
     with pytest.raises(KeyError, match="unknown model 'lstm'"):
         build_model("lstm")
