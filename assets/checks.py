@@ -1,37 +1,52 @@
 """Asset checks on the market tables: the great-expectations candle suite (blocking) and gap counts."""
 
 
-import dagster as dg
+import datetime as dt
 
-from assets.market import _markdown_table, partition_window, raw_candles
-from assets.partitions import daily_partitions
+import dagster as dg
+import polars as pl
+
+from assets.market import _markdown_table, raw_candles
 from pipeline.quality.candles_suite import count_gaps, validate_candles
 from pipeline.resources import SettingsResource, WarehouseResource
 
 
-@dg.asset_check(asset=raw_candles, blocking=True, partitions_def=daily_partitions)
+def last_window(context, asset_key: dg.AssetKey) -> tuple[dt.datetime, dt.datetime] | None:
+    """The [start, end) that the latest materialization of ``asset_key`` wrote, from its metadata."""
+    event = context.instance.get_latest_materialization_event(asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    meta = event.asset_materialization.metadata
+    if "window_start" not in meta or "window_end" not in meta:
+        return None
+    return dt.datetime.fromisoformat(meta["window_start"].value), dt.datetime.fromisoformat(meta["window_end"].value)
+
+
+@dg.asset_check(asset=raw_candles, blocking=True)
 def raw_candles_expectations(
     context: dg.AssetCheckExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    """GX suite on the window's candles: not null, OHLC consistent, volume >= 0, unique key, on the grid."""
+    """GX suite on the candles of the latest materialization (every stored candle when there is none):
+    not null, OHLC consistent, volume >= 0, unique key, ts on the grid. Gaps are counted in metadata."""
     cfg = settings.settings()
-    start, end = partition_window(context)
+    window = last_window(context, raw_candles.key) or (dt.datetime(1970, 1, 1), dt.datetime(9999, 1, 1))
     frame = warehouse.warehouse().query(
         "select * from raw.candles where list_contains(?, symbol) and list_contains(?, interval) "
         "and ts >= ? and ts < ? order by symbol, interval, ts",
-        [list(cfg.symbols), list(cfg.intervals), start, end],
+        [list(cfg.symbols), list(cfg.intervals), *window],
     )
     outcome = validate_candles(frame)
-    gaps = count_gaps(frame)
+    gaps = count_gaps(frame).with_columns(pl.col("first_ts", "last_ts").cast(pl.String))
     return dg.AssetCheckResult(
         passed=outcome.success,
         severity=dg.AssetCheckSeverity.ERROR,
         description=outcome.summary(),
         metadata={
+            "window": f"[{window[0]}, {window[1]})",
             "rows_checked": dg.MetadataValue.int(frame.height),
             "expectations": dg.MetadataValue.int(outcome.evaluated),
             "failures": dg.MetadataValue.json(outcome.failures),
-            "gaps": dg.MetadataValue.md(_markdown_table(gaps.with_columns(gaps["first_ts"].cast(str), gaps["last_ts"].cast(str)).to_dicts())),
+            "gaps": dg.MetadataValue.md(_markdown_table(gaps.to_dicts())),
             "missing_bars": dg.MetadataValue.int(int(gaps["missing_bars"].sum()) if gaps.height else 0),
         },
     )

@@ -53,7 +53,8 @@ def report_metadata(report: IngestReport) -> dict:
     metadata = {
         "table": report.table,
         "source": report.source,
-        "window": f"[{report.start}, {report.end})",
+        "window_start": str(report.start),
+        "window_end": str(report.end),
         "rows_written": dg.MetadataValue.int(report.rows_written),
         "rows_replaced": dg.MetadataValue.int(report.rows_replaced),
         "series": dg.MetadataValue.md(_markdown_table(report.per_series)),

@@ -76,24 +76,39 @@ def test_check_fails_on_bad_rows_in_the_warehouse(resources, partition):
             "update raw.candles set high = low - 1 where symbol = 'ETHUSDT' and ts = ?",
             [day + dt.timedelta(hours=5)],
         )
-    result = dg.materialize(
-        [raw_candles, raw_candles_expectations],
-        resources=resources,
-        partition_key=partition,
-        selection=dg.AssetSelection.checks(raw_candles_expectations),
-        raise_on_error=False,
-    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [raw_candles, raw_candles_expectations],
+            resources=resources,
+            instance=instance,
+            selection=dg.AssetSelection.checks(raw_candles_expectations),
+            raise_on_error=False,
+        )
     [check] = result.get_asset_check_evaluations()
     assert not check.passed
     failures = check.metadata["failures"].value
-    assert any(f["columns"] == "high, open" and f["examples"][0]["symbol"] == "ETHUSDT" for f in failures)
+    assert any(f["columns"] == "high, open" and f["examples"][0]["symbol"] == "ETHUSDT"
+               and f["examples"][0]["ts"] == str(day + dt.timedelta(hours=5)) for f in failures)
 
 
 def test_bad_source_fails_the_run_and_keeps_the_warehouse(resources, partition, tmp_path):
     assert dg.materialize([raw_candles], resources=resources, partition_key=partition).success
     wh = Warehouse(resources["warehouse"].path)
     before = wh.query("select * exclude (ingested_at) from raw.candles order by all")
-    broken = dict(resources, settings=SettingsResource(data_dir=str(tmp_path), symbols="BTCUSDT,NOPEUSDT"))
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    day_ms = int(dt.datetime.fromisoformat(partition).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    rows = [f"{day_ms + h * 3_600_000},100,101,99,100,5" for h in range(24)]
+    rows[7] = rows[7].replace(",101,", ",oops,")
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        (exports / f"bybit_{symbol}_60.csv").write_text("ts,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    broken = dict(
+        resources,
+        settings=SettingsResource(data_dir=str(tmp_path), symbols="BTCUSDT,ETHUSDT", source="files", files_dir=str(exports)),
+    )
     result = dg.materialize([raw_candles], resources=broken, partition_key=partition, raise_on_error=False)
     assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.event_specific_data.error)
+    assert "bybit_BTCUSDT_60.csv" in message and "line 9" in message
     assert wh.query("select * exclude (ingested_at) from raw.candles order by all").equals(before)

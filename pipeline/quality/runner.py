@@ -9,6 +9,7 @@ check tells the user what to fix.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import uuid
 from collections.abc import Sequence
@@ -94,7 +95,7 @@ def run_expectations(
                 "expectation": config.type,
                 "columns": _columns_of(config.kwargs),
                 "unexpected_count": int(details.get("unexpected_count") or 0),
-                "examples": examples,
+                "examples": json.loads(json.dumps(examples, default=str)),  # JSON-safe (timestamps as text)
             }
         )
     return SuiteOutcome(suite_name, bool(result.success), len(result.results), failures)
