@@ -97,3 +97,27 @@ def btc_warehouse(tmp_path_factory) -> Warehouse:
     warehouse = load_candles(tmp_path_factory.mktemp("btc") / "warehouse.duckdb", candles)
     run_dbt(["build"], warehouse.path)
     return warehouse
+
+
+def assert_frames_equal(left: pl.DataFrame, right: pl.DataFrame, what: str, rtol: float = 1e-12) -> None:
+    """Same rows and keys; floats equal to ``rtol`` (NULL and NaN in the same places), the rest exactly."""
+    assert left.columns == right.columns, f"{what}: columns differ"
+    assert left.height == right.height, f"{what}: {left.height} rows vs {right.height}"
+    for name in left.columns:
+        a, b = left[name], right[name]
+        if a.dtype.is_float():
+            x, y = a.to_numpy().astype(float), b.to_numpy().astype(float)
+            same_nan = np.isnan(x) == np.isnan(y)
+            close = np.isclose(x, y, rtol=rtol, atol=0.0, equal_nan=True)
+            bad = ~(same_nan & close)
+        else:
+            bad = ~(a.eq_missing(b)).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            key = {k: left[k][i] for k in ("symbol", "interval", "ts", "horizon") if k in left.columns}
+            raise AssertionError(f"{what}: column {name} differs on {int(bad.sum())} rows, first {key}: {a[i]!r} vs {b[i]!r}")
+
+
+@pytest.fixture(scope="session")
+def compare():
+    return assert_frames_equal
