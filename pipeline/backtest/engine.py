@@ -106,7 +106,7 @@ S_OVERFLOW = 18
 N_STATE = 19
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _sign(x):
     if x > 0.0:
         return 1.0
@@ -115,7 +115,7 @@ def _sign(x):
     return 0.0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _fill(s, trades, record, i, delta, px, vol_ref, reason, atr_ref, params):
     """Trade ``delta`` units at reference price ``px``; update cash, qty and the trade records."""
     if delta == 0.0:
@@ -180,7 +180,7 @@ def _fill(s, trades, record, i, delta, px, vol_ref, reason, atr_ref, params):
     s[S_QTY] = new_qty
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _start_trade(s, i, q, fpx, px, fee, equity_before, atr_ref):
     s[S_ENTRY_I] = i
     s[S_ENTRY_PX] = fpx
@@ -196,7 +196,7 @@ def _start_trade(s, i, q, fpx, px, fee, equity_before, atr_ref):
     s[S_PEAK] = px
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _stop_level(s, params, atr_now):
     """The stop price for the open position (NaN when no stop applies)."""
     side = _sign(s[S_QTY])
@@ -215,7 +215,7 @@ def _stop_level(s, params, atr_now):
     return stop
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def simulate(open_, high, low, close, volume, atr, funding, day_id, week_id, target, params,
              equity, position, trades, record):
     """Run one backtest; fills ``equity`` / ``position`` (fraction at the close) and ``trades``.
@@ -569,7 +569,7 @@ N_GRID_COLS = 8
 GRID_SUMMARY = ("total_return", "sharpe", "max_drawdown", "n_trades", "fees_paid", "funding_paid", "turnover", "exposure")
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, error_model="numpy")
 def _grid(open_, high, low, close, volume, atr, funding, day_id, week_id, p_down, p_up, conf,
           configs, base_params, min_conf, kelly_payoff, kelly_mult, kelly_cap, bars_per_year, out):
     n = close.shape[0]

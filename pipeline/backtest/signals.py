@@ -12,6 +12,10 @@ Sizing:
   winning class) and lost with probability ``q`` (the opposite class; a flat
   outcome neither wins nor loses) at payoff ratio ``b``: ``f = p - q / b``;
   halved with ``half_kelly``, capped at ``kelly_cap`` (25 %), flat when ``f <= 0``.
+
+The engine trades whenever the target changes, so confidence and Kelly sizing
+rebalance (and pay costs) on every bar whose probability moves; round the
+targets (``np.round(t, 2)``) to trade less often.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class SignalRule:
             raise ValueError(f"kelly_cap={self.kelly_cap!r}: must be in (0, 1]")
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def targets_from_probabilities(p_down, p_up, confidence, threshold, sizing_code, fraction,
                                min_confidence, kelly_payoff, kelly_mult, kelly_cap, allow_short, out):
     """Numeric core of :func:`target_positions` (also used by the grid runner)."""
