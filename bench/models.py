@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="architecture names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    steps, rounds, calls = (2, 1, 5) if args.quick else (10, 3, 50)
+    steps, rounds, calls = (2, 1, 5) if args.quick else (5, 6, 50)
     names = args.only or list(list_models())
     results = [bench_one(n, steps, rounds, calls) for n in names]
     print(json.dumps({

@@ -23,7 +23,7 @@ from pipeline.models.registry import Architecture, ZooModel, register_architectu
 @dataclasses.dataclass(frozen=True)
 class WaveNetConfig:
     in_channels: int = 15
-    residual_channels: int = 32
+    residual_channels: int = 24
     skip_channels: int = 32
     kernel_size: int = 2
     layers_per_stack: int = 8
