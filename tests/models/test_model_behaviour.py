@@ -204,3 +204,60 @@ def test_torch_export_matches_eager(name):
     got = exported.module()(x)
     for a, b in zip(eager, got):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _variant_cases():
+    from pipeline.models.inspect import count_parameters
+
+    cases = []
+    for name, variants in list_models().items():
+        for variant in variants:
+            if variant == "default":
+                continue
+            with torch.device("meta"):
+                size = count_parameters(build_model(name, variant))
+            if size < 3_000_000:
+                cases.append((name, variant))
+    return cases
+
+
+@pytest.mark.parametrize("name,variant", _variant_cases())
+def test_named_variants_run_and_train(name, variant):
+    """Every variant up to 3M parameters: a forward and a backward on a short input."""
+    torch.manual_seed(0)
+    if architecture(name).kind == "sequence":
+        model = build_model(name, variant, in_channels=3, input_length=64)
+    else:
+        model = build_model(name, variant)
+    out = model.train()(torch.randn((2,) + model.input_shape))
+    check_output(out, 2)
+    multitask_loss(out, torch.tensor([0, 2])).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_densenet_memory_efficient_gives_the_same_gradients():
+    grads = []
+    for efficient in (False, True):
+        torch.manual_seed(0)
+        model = build_model("densenet1d", in_channels=3, input_length=64, memory_efficient=efficient).train()
+        x = torch.randn(4, 3, 64, generator=torch.Generator().manual_seed(1))
+        multitask_loss(model(x), torch.tensor([0, 1, 2, 1])).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("overrides", [{"se": True}, {"multiscale": True}, {"block": "bottleneck", "layers": (1, 1), "widths": (8, 16)},
+                                       {"layers": (2, 1), "widths": (16, 32)}])
+def test_resnet1d_options_change_the_network(overrides):
+    base = build_model("resnet1d", in_channels=3, input_length=64)
+    model = build_model("resnet1d", in_channels=3, input_length=64, **overrides)
+    names = {type(m).__name__ for m in model.modules()}
+    if overrides.get("se"):
+        assert "SqueezeExcite" in names
+    if overrides.get("multiscale"):
+        assert "MultiScaleConv" in names
+    if overrides.get("block") == "bottleneck":
+        assert "Bottleneck" in names and model.head.linear.in_features == 16 * 4
+    assert sum(p.numel() for p in model.parameters()) != sum(p.numel() for p in base.parameters())
+    check_output(model.eval()(torch.randn(2, 3, 64)), 2)
