@@ -94,7 +94,7 @@ def rsi(close: pl.Expr, n: int = 14) -> pl.Expr:
     change = close.diff()
     avg_gain = wilder(pl.when(change > 0).then(change).otherwise(0.0), n)
     avg_loss = wilder(pl.when(change < 0).then(-change).otherwise(0.0), n)
-    return _div(100.0 * avg_gain, avg_gain + avg_loss, 0.0)
+    return 100.0 * _div(avg_gain, avg_gain + avg_loss, 0.0)  # ratio first: never above 100 by rounding
 
 
 def true_range() -> pl.Expr:
@@ -130,19 +130,27 @@ def _tema_sum_smoothing(x: pl.Expr, n: int) -> pl.Expr:
     return seeded.ewm_mean(alpha=1.0 / n, adjust=False)
 
 
-def adx_columns(n: int = 14) -> dict[str, pl.Expr]:
-    """+DI, -DI and ADX (Wilder, TA-Lib seeding). DI start at bar n, ADX at bar 2n-1."""
+def with_adx(frame: pl.DataFrame, n: int = 14) -> pl.DataFrame:
+    """Add +DI, -DI and ADX (Wilder, TA-Lib seeding): DI from bar n, ADX from bar 2n-1.
+
+    Built in stages (materialised columns), so no sub-expression is evaluated twice.
+    """
     plus_dm, minus_dm = directional_movement()
-    tr = true_range()
-    s_plus = _tema_sum_smoothing(plus_dm, n)
-    s_minus = _tema_sum_smoothing(minus_dm, n)
-    s_tr = _tema_sum_smoothing(tr, n)
     idx = _idx()
-    plus_di = pl.when(idx >= n).then(_div(100.0 * s_plus, s_tr, 0.0))
-    minus_di = pl.when(idx >= n).then(_div(100.0 * s_minus, s_tr, 0.0))
-    dx = _div(100.0 * (plus_di - minus_di).abs(), plus_di + minus_di, 0.0)
-    adx = seeded_ewm(dx, n, n, 1.0 / n)
-    return {f"plus_di_{n}": plus_di, f"minus_di_{n}": minus_di, f"adx_{n}": adx}
+    out = frame.with_columns(_pdm=plus_dm, _mdm=minus_dm, _tr=true_range())
+    out = out.with_columns(
+        _s_plus=_tema_sum_smoothing(pl.col("_pdm"), n),
+        _s_minus=_tema_sum_smoothing(pl.col("_mdm"), n),
+        _s_tr=_tema_sum_smoothing(pl.col("_tr"), n),
+    )
+    out = out.with_columns(
+        pl.when(idx >= n).then(_div(100.0 * pl.col("_s_plus"), pl.col("_s_tr"), 0.0)).alias(f"plus_di_{n}"),
+        pl.when(idx >= n).then(_div(100.0 * pl.col("_s_minus"), pl.col("_s_tr"), 0.0)).alias(f"minus_di_{n}"),
+    )
+    plus_di, minus_di = pl.col(f"plus_di_{n}"), pl.col(f"minus_di_{n}")
+    out = out.with_columns(_dx=_div(100.0 * (plus_di - minus_di).abs(), plus_di + minus_di, 0.0))
+    out = out.with_columns(seeded_ewm(pl.col("_dx"), n, n, 1.0 / n).alias(f"adx_{n}"))
+    return out.drop(["_pdm", "_mdm", "_tr", "_s_plus", "_s_minus", "_s_tr", "_dx"])
 
 
 # ---------------------------------------------------------------- one series
@@ -182,8 +190,7 @@ def series_features(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
         _v_20=v.rolling_sum(20),
         _hh_14=h.rolling_max(14),
         _ll_14=low.rolling_min(14),
-        **adx_columns(14),
-    )
+    ).pipe(with_adx, 14)
     out = out.with_columns(
         volume_ratio_20=_div(v, pl.col("_vol_sma_20"), 1.0),
         macd=pl.col("ema_12") - pl.col("ema_26"),
@@ -192,7 +199,7 @@ def series_features(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
         atr_14=wilder(pl.col("tr"), 14),
         obv_slope_20=_div(pl.col("obv") - pl.col("obv").shift(20), pl.col("_v_20"), 0.0),
         vwap_20=_div(pl.col("_pv_20"), pl.col("_v_20"), c),
-        stoch_k_14=_div(100.0 * (c - pl.col("_ll_14")), pl.col("_hh_14") - pl.col("_ll_14"), 0.0),
+        stoch_k_14=100.0 * _div(c - pl.col("_ll_14"), pl.col("_hh_14") - pl.col("_ll_14"), 0.0),
         **{f"ema_dist_{n}": c / pl.col(f"ema_{n}") - 1.0 for n in (9, 21, 50, 200)},
     )
     out = out.with_columns(
@@ -375,7 +382,8 @@ def compute_candle_features(
     if not frames:
         return empty_candle_features()
     result = pl.concat(frames, how="vertical")
-    drop = ["open", "high", "low", "close", "volume", "turnover"] + [c for c in result.columns if c.startswith("_")]
+    passthrough = [c for c in candles.columns if c not in OUTPUT_FIRST]  # inputs (OHLCV, source, ...) are not features
+    drop = passthrough + [c for c in result.columns if c.startswith("_")]
     result = result.drop([c for c in drop if c in result.columns])
     return result.select(OUTPUT_FIRST + [c for c in result.columns if c not in OUTPUT_FIRST])
 

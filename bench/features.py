@@ -1,0 +1,172 @@
+"""Feature build speed: dbt builds of features.candle_features + features.labels, and TA-Lib.
+
+Prints one JSON line:
+* real_1h: full `dbt build` (models + data tests) of the three real 1h files (~126k candles);
+* synthetic_1m: full `dbt build` of one year of 1m synthetic candles (~525k), then a daily
+  incremental refresh (append one day, `dbt build --select candle_features labels` for that
+  window, models + their tests, as the Dagster partition run does) and a models-only `dbt run`;
+* *_wall_s is the whole dbt process (startup ~3-5 s included), *_models_s the time dbt spent in the
+  two models (run_results.json);
+* compute_s: compute_candle_features on the 525k candles in-process; talib_s: the
+  TA-Lib-computable part of the same indicator set (EMA x7, RSI, MACD, BBANDS, TRANGE, ATR, OBV,
+  STOCHF, ADX, +DI, -DI on 4h and 1d closes too); ratio = ours / TA-Lib.
+Each dbt timing follows one `dbt parse` on the same warehouse path (the profile path is part of dbt's
+partial-parse state, constant in production). Targets: full 525k build < 20 s, daily refresh < 5 s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import talib
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.features.candle_features import compute_candle_features  # noqa: E402
+from pipeline.features.dbt_cli import DBT_PROJECT_DIR, run_dbt  # noqa: E402
+from pipeline.market.schemas import CANDLE_SCHEMA, conform  # noqa: E402
+from pipeline.warehouse import Warehouse  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+MODELS = ("candle_features", "labels")
+
+
+def real_candles() -> pl.DataFrame | None:
+    frames = []
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        path = SHARED / f"bybit_{symbol}_60.csv.gz"
+        if not path.exists():
+            return None
+        frame = pl.read_csv(path).with_columns(
+            symbol=pl.lit(symbol), interval=pl.lit("60"), source=pl.lit("files"),
+            ts=pl.from_epoch("ts", time_unit="ms").cast(pl.Datetime("us")),
+        )
+        if "turnover" not in frame.columns:
+            frame = frame.with_columns(turnover=pl.lit(None, pl.Float64))
+        frames.append(conform(frame, CANDLE_SCHEMA, str(path)))
+    return pl.concat(frames)
+
+
+def synthetic_minutes(days: int) -> pl.DataFrame:
+    start = dt.datetime(2024, 1, 1)
+    try:
+        from pipeline.market.synthetic import SyntheticSource
+
+        source = SyntheticSource(symbols=("BTCUSDT",), origin=start.date(), seed=7)
+        return source.candles("BTCUSDT", "1", start, start + dt.timedelta(days=days))
+    except ImportError:  # before the synthetic source lands: a seeded random walk
+        rng = np.random.default_rng(7)
+        n = days * 1440
+        close = 40_000 * np.exp(np.cumsum(rng.normal(0, 6e-4, n)))
+        open_ = np.concatenate([[40_000.0], close[:-1]])
+        wick = np.abs(rng.normal(0, 3e-4, (2, n)))
+        return pl.DataFrame({
+            "symbol": "BTCUSDT", "interval": "1",
+            "ts": pl.datetime_range(start, start + dt.timedelta(minutes=n - 1), "1m", eager=True),
+            "open": open_, "high": np.maximum(open_, close) * (1 + wick[0]),
+            "low": np.minimum(open_, close) * (1 - wick[1]), "close": close,
+            "volume": rng.lognormal(2, 0.7, n), "turnover": None, "source": "random_walk",
+        }).pipe(conform, CANDLE_SCHEMA, "random walk")
+
+
+def models_seconds() -> float:
+    results = json.loads((DBT_PROJECT_DIR / "target" / "run_results.json").read_text())
+    return round(sum(r["execution_time"] for r in results["results"] if r["unique_id"].split(".")[-1] in MODELS), 3)
+
+
+def timed_dbt(args: list[str], path: Path, start=None, end=None) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    run_dbt(args, path, start, end)
+    return round(time.perf_counter() - t0, 3), models_seconds()
+
+
+def talib_seconds(candles: pl.DataFrame) -> float:
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _, series in candles.group_by(["symbol", "interval"], maintain_order=True):
+            o, h, low, c, v = (series[k].to_numpy().astype(float) for k in ("open", "high", "low", "close", "volume"))
+            for n in (9, 12, 20, 21, 26, 50, 200):
+                talib.EMA(c, n)
+            talib.RSI(c, 14)
+            talib.MACD(c, 12, 26, 9)
+            talib.BBANDS(c, 20, 2.0, 2.0, 0)
+            talib.TRANGE(h, low, c)
+            talib.ATR(h, low, c, 14)
+            talib.OBV(c, v)
+            talib.STOCHF(h, low, c, 14, 3, 0)
+            talib.ADX(h, low, c, 14)
+            talib.PLUS_DI(h, low, c, 14)
+            talib.MINUS_DI(h, low, c, 14)
+            for every in ("4h", "1d"):  # the coarse-timeframe part
+                coarse = series.group_by(pl.col("ts").dt.truncate(every), maintain_order=True).agg(pl.col("close").last())
+                cc = coarse["close"].to_numpy().astype(float)
+                talib.RSI(cc, 14)
+                talib.EMA(cc, 21)
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
+
+
+def compute_seconds(candles: pl.DataFrame) -> float:
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        compute_candle_features(candles)
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
+
+
+def main() -> None:
+    figures: dict = {"cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        real = real_candles()
+        if real is not None:
+            wh = Warehouse(Path(tmp) / "real.duckdb")
+            wh.ensure_schema()
+            wh.replace_rows("raw.candles", real, "true")
+            run_dbt(["parse", "--quiet"], wh.path)
+            wall, models = timed_dbt(["build"], wh.path)
+            figures["real_1h"] = {"candles": real.height, "full_build_wall_s": wall, "full_build_models_s": models}
+
+        minutes = synthetic_minutes(366)
+        last_day = minutes["ts"].max().replace(hour=0, minute=0)
+        history = minutes.filter(pl.col("ts") < last_day)
+        wh = Warehouse(Path(tmp) / "minutes.duckdb")
+        wh.ensure_schema()
+        wh.replace_rows("raw.candles", history, "true")
+        run_dbt(["parse", "--quiet"], wh.path)
+        full_wall, full_models = timed_dbt(["build"], wh.path)
+        day = minutes.filter(pl.col("ts") >= last_day)
+        end = last_day + dt.timedelta(days=1)
+        wh.replace_rows("raw.candles", day, "ts >= ? and ts < ?", [last_day, end])
+        inc_wall, inc_models = timed_dbt(["build", "--select", *MODELS], wh.path, last_day, end)
+        run_wall, run_models = timed_dbt(["run", "--select", *MODELS], wh.path, last_day, end)
+        figures["synthetic_1m"] = {
+            "candles": history.height,
+            "full_build_wall_s": full_wall,
+            "full_build_models_s": full_models,
+            "daily_refresh_build_wall_s": inc_wall,
+            "daily_refresh_run_wall_s": run_wall,
+            "daily_refresh_models_s": run_models,
+        }
+        compute = compute_seconds(minutes)
+        talib_s = talib_seconds(minutes)
+        figures["synthetic_1m"].update(
+            {"compute_s": compute, "talib_s": talib_s, "ratio_compute_vs_talib": round(compute / talib_s, 2),
+             "ratio_full_build_vs_talib": round(full_wall / talib_s, 1)}
+        )
+        figures["targets_met"] = {"full_525k_under_20s": full_wall < 20, "daily_refresh_under_5s": inc_wall < 5}
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
