@@ -30,7 +30,13 @@ from dagster_dbt import (
 
 from assets.partitions import daily_partitions
 from pipeline.features.columns import MODEL_INPUT_COLUMNS
-from pipeline.features.dbt_cli import DBT_PROJECT_DIR, WAREHOUSE_ENV, dbt_environment, parse_project
+from pipeline.features.dbt_cli import (
+    DBT_PROJECT_DIR,
+    WAREHOUSE_ENV,
+    dbt_environment,
+    dbt_executable,
+    parse_project,
+)
 from pipeline.quality.features_suite import validate_model_inputs
 from pipeline.resources import WarehouseResource
 
@@ -42,9 +48,10 @@ def prepare() -> Path:
     return parse_project(os.environ.get(WAREHOUSE_ENV) or WarehouseResource().warehouse().path)
 
 
-if not dbt_project.manifest_path.exists():
+_PREPARED_AT_IMPORT = not dbt_project.manifest_path.exists()
+if _PREPARED_AT_IMPORT:
     prepare()
-if os.environ.get(WAREHOUSE_ENV) is None:
+if os.environ.get("DAGSTER_IS_DEV_CLI") and os.environ.get(WAREHOUSE_ENV) is None:
     # `dagster dev` re-parses at load time (prepare_if_dev); parsing needs the variable set.
     os.environ[WAREHOUSE_ENV] = str(Path(WarehouseResource().warehouse().path).resolve())
 dbt_project.prepare_if_dev()
@@ -68,7 +75,9 @@ translator = FeatureTranslator(settings=DagsterDbtTranslatorSettings(enable_asse
 
 def dbt_resource() -> DbtCliResource:
     """The dbt CLI resource for Definitions: `resources={"dbt": dbt_resource(), ...}`."""
-    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR))
+    return DbtCliResource(
+        project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+    )
 
 
 @contextlib.contextmanager
@@ -164,7 +173,8 @@ def candle_features_expectations(context: dg.AssetCheckExecutionContext, warehou
 
 if __name__ == "__main__":
     if "--prepare" in sys.argv[1:]:
-        print(f"dbt manifest written: {prepare()}")
+        path = dbt_project.manifest_path if _PREPARED_AT_IMPORT else prepare()
+        print(f"dbt manifest written: {path}")
     else:
         print("usage: python -m assets.features --prepare   (runs `dbt parse` for the Dagster definitions)")
         sys.exit(2)

@@ -27,6 +27,7 @@ the requested days; see dbt_features/models/features/candle_features.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable
 
@@ -41,6 +42,9 @@ KEYS = ("symbol", "interval", "ts")
 # seeded and both coarser timeframes have 21 closed bars.
 WARMUP_BARS = 200
 HTF_WARMUP_BARS = 21
+
+# A funding rate older than one 8h funding period is stale (a settlement is missing): NULL.
+FUNDING_MAX_AGE = dt.timedelta(hours=8) - dt.timedelta(microseconds=1)
 
 # Coarser timeframes joined onto each base interval (Bybit interval codes).
 COARSER_INTERVALS: dict[str, tuple[str, str]] = {
@@ -299,7 +303,7 @@ def _asof_market_structure(
         out = out.with_columns(funding_rate=pl.lit(None, pl.Float64))
     else:
         fund = fund.rename({"ts": "_funding_ts"})
-        out = out.join_asof(fund, left_on="ts", right_on="_funding_ts", strategy="backward", tolerance="8h").drop(
+        out = out.join_asof(fund, left_on="ts", right_on="_funding_ts", strategy="backward", tolerance=FUNDING_MAX_AGE).drop(
             "_funding_ts"
         )
 

@@ -80,6 +80,16 @@ def table(warehouse: Warehouse, name: str) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def real_orderbook():
+    return read_real_orderbook
+
+
+@pytest.fixture(scope="session")
+def real_funding():
+    return read_real_funding
+
+
+@pytest.fixture(scope="session")
 def real_candles():
     return read_real_candles
 
@@ -90,11 +100,39 @@ def helpers():
     return {"load_candles": load_candles, "table": table, "random_walk": random_walk_candles}
 
 
+def read_real_funding(symbol: str = "BTCUSDT") -> pl.DataFrame:
+    path = SHARED_DATA / f"bybit_{symbol}_funding.csv.gz"
+    return pl.read_csv(path).select(
+        symbol=pl.lit(symbol),
+        ts=pl.from_epoch("ts", time_unit="ms").cast(pl.Datetime("us")),
+        funding_rate=pl.col("funding_rate").cast(pl.Float64),
+        source=pl.lit("files"),
+    )
+
+
+def read_real_orderbook() -> pl.DataFrame:
+    """The real top-5 order-book snapshots (78 symbols, 2024-07-01 08:37-08:38) as raw.orderbook rows."""
+    path = SHARED_DATA / "bybit_linear_orderbook_top5_20240701.csv.gz"
+    levels = range(1, 6)
+    frame = pl.read_csv(path)
+    return frame.select(
+        "symbol",
+        ts=pl.from_epoch("ts", time_unit="ms").cast(pl.Datetime("us")),
+        bid_px=pl.concat_list([f"bid_px_{i}" for i in levels]).cast(pl.List(pl.Float64)),
+        bid_sz=pl.concat_list([f"bid_sz_{i}" for i in levels]).cast(pl.List(pl.Float64)),
+        ask_px=pl.concat_list([f"ask_px_{i}" for i in levels]).cast(pl.List(pl.Float64)),
+        ask_sz=pl.concat_list([f"ask_sz_{i}" for i in levels]).cast(pl.List(pl.Float64)),
+        source=pl.lit("files"),
+    ).unique(["symbol", "ts"], keep="last", maintain_order=True)
+
+
 @pytest.fixture(scope="session")
 def btc_warehouse(tmp_path_factory) -> Warehouse:
-    """Real BTCUSDT 1h candles, fully built by dbt (features and labels)."""
+    """Real BTCUSDT 1h candles, funding and order-book snapshots, fully built by dbt."""
     candles = read_real_candles("BTCUSDT", "60")
     warehouse = load_candles(tmp_path_factory.mktemp("btc") / "warehouse.duckdb", candles)
+    warehouse.replace_rows("raw.funding", read_real_funding("BTCUSDT"), "true")
+    warehouse.replace_rows("raw.orderbook", read_real_orderbook(), "true")
     run_dbt(["build"], warehouse.path)
     return warehouse
 
