@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -29,7 +28,6 @@ from dagster_dbt import (
 )
 
 from assets.partitions import daily_partitions
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
 from pipeline.features.dbt_cli import (
     DBT_PROJECT_DIR,
     WAREHOUSE_ENV,
@@ -37,7 +35,7 @@ from pipeline.features.dbt_cli import (
     dbt_executable,
     parse_project,
 )
-from pipeline.quality.features_suite import validate_model_inputs
+from pipeline.quality.features_suite import model_input_frames, validate_model_inputs
 from pipeline.resources import WarehouseResource
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -135,24 +133,7 @@ def candle_features_expectations(context: dg.AssetCheckExecutionContext, warehou
     """No NULL/NaN/inf after warm-up, value ranges, one feature row per staged candle per day."""
     warehouse = warehouse.warehouse()
     run_start, run_end = _window(context.op_execution_context)
-    where, params = "true", []
-    if run_start is not None:
-        where, params = "ts >= ? and ts < ?", [run_start.replace(tzinfo=None), run_end.replace(tzinfo=None)]
-    columns = ", ".join(["symbol", '"interval"', "ts", "is_warmup", *MODEL_INPUT_COLUMNS])
-    features = warehouse.query(f"select {columns} from features.candle_features where {where}", params)
-    daily = warehouse.query(
-        f"""
-        with f as (select symbol, "interval", cast(ts as date) as day, count(*) as feature_rows
-                   from features.candle_features where {where} group by all),
-             c as (select symbol, "interval", cast(ts as date) as day, count(*) as candle_rows
-                   from staging.stg_candles where {where} group by all)
-        select coalesce(f.symbol, c.symbol) as symbol, coalesce(f."interval", c."interval") as "interval",
-               coalesce(f.day, c.day) as day, coalesce(feature_rows, 0) as feature_rows,
-               coalesce(candle_rows, 0) as candle_rows
-        from f full join c using (symbol, "interval", day)
-        """,
-        params * 2,
-    )
+    features, daily = model_input_frames(warehouse, run_start, run_end)
     outcome = validate_model_inputs(features, daily)
     yield dg.AssetCheckResult(
         asset_key=CANDLE_FEATURES,

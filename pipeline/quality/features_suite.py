@@ -7,10 +7,13 @@ has exactly one feature row per staged candle. Run with
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 from pipeline.features.columns import MODEL_INPUT_COLUMNS
 from pipeline.quality.runner import SuiteOutcome, gx, run_expectations
+from pipeline.warehouse import Warehouse
 
 # Bounds that hold by construction; every other input only has to be finite.
 FINITE = 1e12
@@ -77,3 +80,31 @@ def validate_model_inputs(features: pl.DataFrame, daily_counts: pl.DataFrame) ->
         evaluated=sum(o.evaluated for o in outcomes),
         failures=[f for o in outcomes for f in o.failures],
     )
+
+
+def model_input_frames(
+    warehouse: Warehouse, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The frames :func:`validate_model_inputs` checks, for ``start <= ts < end`` (all rows if None):
+    the model inputs of features.candle_features, and feature vs staged-candle rows per day."""
+    where, params = "true", []
+    if start is not None and end is not None:
+        strip = lambda t: t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t  # noqa: E731
+        where, params = "ts >= ? and ts < ?", [strip(start), strip(end)]
+    columns = ", ".join(["symbol", '"interval"', "ts", "is_warmup", *MODEL_INPUT_COLUMNS])
+    features = warehouse.query(f"select {columns} from features.candle_features where {where}", params)
+    daily = warehouse.query(
+        f"""
+        with f as (select symbol, "interval", cast(ts as date) as day, count(*) as feature_rows
+                   from features.candle_features where {where} group by all),
+             c as (select symbol, "interval", cast(ts as date) as day, count(*) as candle_rows
+                   from staging.stg_candles where {where} group by all)
+        select coalesce(f.symbol, c.symbol) as symbol, coalesce(f."interval", c."interval") as "interval",
+               coalesce(f.day, c.day) as day, coalesce(feature_rows, 0) as feature_rows,
+               coalesce(candle_rows, 0) as candle_rows
+        from f full join c using (symbol, "interval", day)
+        order by 1, 2, 3
+        """,
+        params * 2,
+    )
+    return features, daily
