@@ -569,13 +569,331 @@ N_GRID_COLS = 8
 GRID_SUMMARY = ("total_return", "sharpe", "max_drawdown", "n_trades", "fees_paid", "funding_paid", "turnover", "exposure")
 
 
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _lean_stop(side, ref, atr_entry, peak, sl_pct, sl_atr, trail_atr, atr_now):
+    """:func:`_stop_level` on scalar state (same arithmetic)."""
+    stop = math.nan
+    if sl_pct > 0.0:
+        stop = ref * (1.0 - side * sl_pct)
+    if sl_atr > 0.0 and atr_entry == atr_entry:
+        lvl = ref - side * sl_atr * atr_entry
+        if stop != stop or side * (lvl - stop) > 0.0:
+            stop = lvl
+    if trail_atr > 0.0 and atr_now == atr_now:
+        lvl = peak - side * trail_atr * atr_now
+        if stop != stop or side * (lvl - stop) > 0.0:
+            stop = lvl
+    return stop
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _summary_run(open_, high, low, close, volume, atr, funding, day_id, week_id, target, params, bars_per_year,
+                 out):
+    """One grid configuration: :func:`simulate` without trade records or per-bar outputs.
+
+    The same events in the same order with the same floating-point operations
+    (so the same equity path, bit for bit), the state held in local variables,
+    and the summary (columns ``GRID_SUMMARY``) accumulated on the fly and
+    written to ``out``. Divisions whose result cannot matter are skipped: the
+    drawdown ratio when the equity is clearly above the worst drawdown so far,
+    the position fraction when it is clearly nonzero.
+    """
+    n = close.shape[0]
+    fee_rate = params[P_FEE]
+    slippage = params[P_SLIPPAGE]
+    impact = params[P_IMPACT]
+    sl_pct = params[P_SL_PCT]
+    sl_atr = params[P_SL_ATR]
+    trail_atr = params[P_TRAIL_ATR]
+    tp = params[P_TP_PCT]
+    max_hold = params[P_MAX_HOLD]
+    daily_dd = params[P_DAILY_DD]
+    weekly_dd = params[P_WEEKLY_DD]
+    exec_close = params[P_EXEC_CLOSE] > 0.5
+    init = params[P_INIT_EQUITY]
+    has_stop = sl_pct > 0.0 or sl_atr > 0.0 or trail_atr > 0.0
+    cash = init
+    qty = 0.0
+    entry_i = -1.0
+    stop_ref = 0.0
+    atr_entry = 0.0
+    peak_px = 0.0
+    n_trades = 0.0
+    fees_total = 0.0
+    funding_total = 0.0
+    turnover = 0.0
+    last_eq = init
+    cur_day = -(2**62)
+    cur_week = -(2**62)
+    day_start = last_eq
+    week_start = last_eq
+    scale = 1.0
+    week_stopped = False
+    locked = False
+    locked_sign = 0.0
+    prev_eff = 0.0
+    # summary accumulators (as the grid computed them from the equity curve)
+    prev = init
+    peak = init
+    mdd = 0.0
+    acc = 0.0
+    acc2 = 0.0
+    exposed = 0
+    for i in range(n):
+        o = open_[i]
+        if day_id[i] != cur_day:
+            cur_day = day_id[i]
+            day_start = last_eq
+            scale = 1.0
+        if week_id[i] != cur_week:
+            cur_week = week_id[i]
+            week_start = last_eq
+            week_stopped = False
+        atr_prev = atr[i - 1] if i > 0 else math.nan
+        vol_prev = volume[i - 1] if i > 0 else 0.0
+        # 2. funding on the position held into this open
+        fr = funding[i]
+        if qty != 0.0 and fr != 0.0:
+            pay = qty * o * fr
+            cash -= pay
+            funding_total += pay
+        # 3. gap through stop / take profit, holding time, weekly stop at the open
+        if qty != 0.0:
+            side = 1.0 if qty > 0.0 else -1.0
+            stop = math.nan
+            if has_stop:
+                stop = _lean_stop(side, stop_ref, atr_entry, peak_px, sl_pct, sl_atr, trail_atr, atr_prev)
+            exit_now = False
+            if stop == stop and side * (o - stop) <= 0.0:
+                exit_now = True
+            elif tp > 0.0 and side * (o - stop_ref * (1.0 + side * tp)) >= 0.0:
+                exit_now = True
+            elif max_hold > 0.0 and i - entry_i >= max_hold:
+                exit_now = True
+            elif week_stopped:
+                exit_now = True
+            if exit_now:
+                delta = -qty
+                slip = slippage
+                if impact > 0.0 and vol_prev > 0.0:
+                    slip += impact * abs(delta) / vol_prev
+                fpx = o * (1.0 + slip) if delta > 0.0 else o * (1.0 - slip)
+                fee = abs(delta) * fpx * fee_rate
+                cash -= delta * fpx + fee
+                fees_total += fee
+                turnover += abs(delta) * fpx
+                n_trades += 1.0
+                entry_i = -1.0
+                qty = 0.0
+                locked = True
+                locked_sign = 1.0 if prev_eff > 0.0 else (-1.0 if prev_eff < 0.0 else 0.0)
+                prev_eff = 0.0
+        # 4. next-open execution of the previous bar's target
+        if not exec_close:
+            raw = target[i - 1] if i > 0 else 0.0
+            if week_stopped:
+                raw = 0.0
+            if locked:
+                raw_sign = 1.0 if raw > 0.0 else (-1.0 if raw < 0.0 else 0.0)
+                if raw_sign == locked_sign and raw != 0.0:
+                    raw = 0.0
+                else:
+                    locked = False
+            eff = raw * scale
+            if eff != prev_eff:
+                prev_eff = eff
+                eq_now = cash + qty * o
+                delta = eff * eq_now / o - qty
+                if eff == 0.0:
+                    delta = -qty
+                if delta != 0.0:
+                    slip = slippage
+                    if impact > 0.0 and vol_prev > 0.0:
+                        slip += impact * abs(delta) / vol_prev
+                    fpx = o * (1.0 + slip) if delta > 0.0 else o * (1.0 - slip)
+                    fee = abs(delta) * fpx * fee_rate
+                    new_qty = qty + delta
+                    cash -= delta * fpx + fee
+                    fees_total += fee
+                    turnover += abs(delta) * fpx
+                    new_side = 1.0 if new_qty > 0.0 else (-1.0 if new_qty < 0.0 else 0.0)
+                    old_side = 1.0 if qty > 0.0 else (-1.0 if qty < 0.0 else 0.0)
+                    if qty != 0.0 and new_side != old_side:
+                        n_trades += 1.0
+                        if new_qty != 0.0:
+                            entry_i = i
+                            stop_ref = o
+                            atr_entry = atr_prev
+                            peak_px = o
+                        else:
+                            entry_i = -1.0
+                    elif qty == 0.0:
+                        entry_i = i
+                        stop_ref = o
+                        atr_entry = atr_prev
+                        peak_px = o
+                    qty = new_qty
+        # 5. intrabar stop, then take profit
+        if qty != 0.0:
+            side = 1.0 if qty > 0.0 else -1.0
+            stop = math.nan
+            if has_stop:
+                stop = _lean_stop(side, stop_ref, atr_entry, peak_px, sl_pct, sl_atr, trail_atr, atr_prev)
+            exit_now = False
+            px = 0.0
+            if stop == stop and ((side > 0.0 and low[i] <= stop) or (side < 0.0 and high[i] >= stop)):
+                exit_now = True
+                px = stop
+                if side * (o - stop) < 0.0:  # never better than the open
+                    px = o
+            elif tp > 0.0:
+                tp_px = stop_ref * (1.0 + side * tp)
+                if (side > 0.0 and high[i] >= tp_px) or (side < 0.0 and low[i] <= tp_px):
+                    exit_now = True
+                    px = tp_px
+            if exit_now:
+                delta = -qty
+                slip = slippage
+                if impact > 0.0 and vol_prev > 0.0:
+                    slip += impact * abs(delta) / vol_prev
+                fpx = px * (1.0 + slip) if delta > 0.0 else px * (1.0 - slip)
+                fee = abs(delta) * fpx * fee_rate
+                cash -= delta * fpx + fee
+                fees_total += fee
+                turnover += abs(delta) * fpx
+                n_trades += 1.0
+                entry_i = -1.0
+                qty = 0.0
+                locked = True
+                locked_sign = 1.0 if prev_eff > 0.0 else (-1.0 if prev_eff < 0.0 else 0.0)
+                prev_eff = 0.0
+            else:
+                if side > 0.0:
+                    if high[i] > peak_px:
+                        peak_px = high[i]
+                else:
+                    if low[i] < peak_px:
+                        peak_px = low[i]
+        # 6. close execution of this bar's target
+        c = close[i]
+        if exec_close:
+            raw = target[i]
+            if week_stopped:
+                raw = 0.0
+            if locked:
+                raw_sign = 1.0 if raw > 0.0 else (-1.0 if raw < 0.0 else 0.0)
+                if raw_sign == locked_sign and raw != 0.0:
+                    raw = 0.0
+                else:
+                    locked = False
+            eff = raw * scale
+            if eff != prev_eff:
+                prev_eff = eff
+                eq_now = cash + qty * c
+                delta = eff * eq_now / c - qty
+                if eff == 0.0:
+                    delta = -qty
+                if delta != 0.0:
+                    vol_ref = volume[i]
+                    slip = slippage
+                    if impact > 0.0 and vol_ref > 0.0:
+                        slip += impact * abs(delta) / vol_ref
+                    fpx = c * (1.0 + slip) if delta > 0.0 else c * (1.0 - slip)
+                    fee = abs(delta) * fpx * fee_rate
+                    new_qty = qty + delta
+                    cash -= delta * fpx + fee
+                    fees_total += fee
+                    turnover += abs(delta) * fpx
+                    new_side = 1.0 if new_qty > 0.0 else (-1.0 if new_qty < 0.0 else 0.0)
+                    old_side = 1.0 if qty > 0.0 else (-1.0 if qty < 0.0 else 0.0)
+                    if qty != 0.0 and new_side != old_side:
+                        n_trades += 1.0
+                        if new_qty != 0.0:
+                            entry_i = i
+                            stop_ref = c
+                            atr_entry = atr[i]
+                            peak_px = c
+                        else:
+                            entry_i = -1.0
+                    elif qty == 0.0:
+                        entry_i = i
+                        stop_ref = c
+                        atr_entry = atr[i]
+                        peak_px = c
+                    qty = new_qty
+        # 7. mark to market, summary accumulators
+        eq = cash + qty * c
+        notional = qty * c
+        if abs(notional) > 1e-200 and abs(eq) < 1e100 and eq != 0.0:
+            exposed += 1  # |notional / eq| > 1e-300: nonzero
+        elif eq != 0.0 and notional / eq != 0.0:
+            exposed += 1
+        last_eq = eq
+        if daily_dd > 0.0 and eq < day_start * (1.0 - daily_dd):
+            scale = 0.5
+        if weekly_dd > 0.0 and eq < week_start * (1.0 - weekly_dd):
+            week_stopped = True
+        r = eq / prev - 1.0
+        acc += r
+        acc2 += r * r
+        prev = eq
+        if eq > peak:
+            peak = eq
+        # dd = eq / peak - 1 can only beat mdd when eq is near or below peak * (1 + mdd)
+        if not (eq > peak * (1.0 + mdd) + 1e-9 * peak * (1.0 + abs(1.0 + mdd))):
+            dd = eq / peak - 1.0
+            if dd < mdd:
+                mdd = dd
+    if qty != 0.0:
+        n_trades += 1.0
+    mean = acc / n
+    var = (acc2 - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    out[0] = prev / init - 1.0
+    out[1] = mean / math.sqrt(var) * math.sqrt(bars_per_year) if var > 0.0 else math.nan
+    out[2] = mdd
+    out[3] = n_trades
+    out[4] = fees_total
+    out[5] = funding_total
+    out[6] = turnover
+    out[7] = exposed / n
+
+
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def _grid(open_, high, low, close, volume, atr, funding, day_id, week_id, p_down, p_up, conf,
-          configs, base_params, min_conf, kelly_payoff, kelly_mult, kelly_cap, bars_per_year, out):
+def _signal_targets(p_down, p_up, conf, signals, min_conf, kelly_payoff, kelly_mult, kelly_cap, targets):
+    """``targets[u]``: the target positions of signal ``u`` (threshold, sizing code, fraction)."""
+    for u in nb.prange(signals.shape[0]):
+        _targets(p_down, p_up, conf, signals[u, 0], int(signals[u, 1]), signals[u, 2], min_conf, kelly_payoff,
+                 kelly_mult, kelly_cap, True, targets[u])
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def _grid(open_, high, low, close, volume, atr, funding, day_id, week_id, targets, signal_of, order, configs,
+          base_params, bars_per_year, out):
+    """Configurations ``order[m]`` (grouped by signal, so a thread reuses a target row from cache)."""
+    for m in nb.prange(order.shape[0]):
+        k = order[m]
+        params = base_params.copy()
+        params[P_SL_PCT] = configs[k, G_SL_PCT]
+        params[P_SL_ATR] = configs[k, G_SL_ATR]
+        params[P_TRAIL_ATR] = configs[k, G_TRAIL_ATR]
+        params[P_TP_PCT] = configs[k, G_TP_PCT]
+        params[P_MAX_HOLD] = configs[k, G_MAX_HOLD]
+        _summary_run(open_, high, low, close, volume, atr, funding, day_id, week_id, targets[signal_of[k]], params,
+                     bars_per_year, out[k])
+
+
+@nb.njit(cache=True, error_model="numpy")
+def grid_reference(open_, high, low, close, volume, atr, funding, day_id, week_id, p_down, p_up, conf,
+                    configs, base_params, min_conf, kelly_payoff, kelly_mult, kelly_cap, bars_per_year, out):
+    """The grid through :func:`simulate` and full equity curves, one configuration after the other.
+
+    The straightforward (slow) path the grid runner used before :func:`_summary_run`;
+    kept so tests can check that the fast path gives the same numbers bit for bit.
+    """
     n = close.shape[0]
     n_cfg = configs.shape[0]
     dummy = np.empty((1, N_TRADE_COLS))
-    for k in nb.prange(n_cfg):
+    for k in range(n_cfg):
         params = base_params.copy()
         params[P_SL_PCT] = configs[k, G_SL_PCT]
         params[P_SL_ATR] = configs[k, G_SL_ATR]
@@ -647,8 +965,19 @@ def run_grid(inputs: EngineInputs, p_down, p_up, configs: np.ndarray, bars_per_y
         raise ValueError("configs holds NaN or infinite values")
     base = engine_params(costs, RiskRules(daily_drawdown_limit=daily_drawdown_limit,
                                           weekly_drawdown_limit=weekly_drawdown_limit), execution, initial_equity)
+    if not np.all(np.isin(configs[:, G_SIZING], (0.0, 1.0, 2.0))):
+        bad = int(np.flatnonzero(~np.isin(configs[:, G_SIZING], (0.0, 1.0, 2.0)))[0])
+        raise ValueError(f"configs[{bad}, {G_SIZING}]={float(configs[bad, G_SIZING])!r}: the sizing code must be "
+                         f"0 (fixed), 1 (confidence) or 2 (kelly)")
+    kelly_mult = 0.5 if half_kelly else 1.0
+    # the distinct signals (threshold, sizing, fraction): their target arrays are computed once
+    signals, signal_of = np.unique(configs[:, :G_SL_PCT], axis=0, return_inverse=True)
+    signal_of = np.ascontiguousarray(signal_of.reshape(-1), dtype=np.int64)
+    targets = np.empty((signals.shape[0], n))
+    _signal_targets(p_down_arr, p_up_arr, conf, np.ascontiguousarray(signals), float(min_confidence),
+                    float(kelly_payoff), kelly_mult, float(kelly_cap), targets)
+    order = np.argsort(signal_of, kind="stable").astype(np.int64)
     out = np.empty((configs.shape[0], len(GRID_SUMMARY)))
     _grid(inputs.open, inputs.high, inputs.low, inputs.close, inputs.volume, inputs.atr, inputs.funding,
-          inputs.day_id, inputs.week_id, p_down_arr, p_up_arr, conf, configs, base, float(min_confidence),
-          float(kelly_payoff), 0.5 if half_kelly else 1.0, float(kelly_cap), float(bars_per_year), out)
+          inputs.day_id, inputs.week_id, targets, signal_of, order, configs, base, float(bars_per_year), out)
     return out

@@ -53,40 +53,45 @@ class SignalRule:
             raise ValueError(f"kelly_cap={self.kelly_cap!r}: must be in (0, 1]")
 
 
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def target_at(pu, pd, conf, threshold, sizing_code, fraction, min_confidence, kelly_payoff, kelly_mult,
+              kelly_cap, allow_short):
+    """Target position of one bar (the rule of :func:`target_positions`, inlined into the grid runner)."""
+    side = 0.0
+    p = 0.0
+    q = 0.0
+    if pu > threshold and pu > pd:
+        side = 1.0
+        p = pu
+        q = pd
+    elif allow_short and pd > threshold and pd > pu:
+        side = -1.0
+        p = pd
+        q = pu
+    if side != 0.0 and conf < min_confidence:
+        side = 0.0
+    if side == 0.0:
+        return 0.0
+    if sizing_code == 0:
+        size = fraction
+    elif sizing_code == 1:
+        size = fraction * p
+    else:
+        f = (p - q / kelly_payoff) * kelly_mult
+        if f > kelly_cap:
+            f = kelly_cap
+        size = f if f > 0.0 else 0.0
+    return side * size
+
+
 @nb.njit(cache=True, error_model="numpy")
 def targets_from_probabilities(p_down, p_up, confidence, threshold, sizing_code, fraction,
                                min_confidence, kelly_payoff, kelly_mult, kelly_cap, allow_short, out):
-    """Numeric core of :func:`target_positions` (also used by the grid runner)."""
+    """Numeric core of :func:`target_positions`."""
     n = p_up.shape[0]
     for i in range(n):
-        pu = p_up[i]
-        pd = p_down[i]
-        side = 0.0
-        p = 0.0
-        q = 0.0
-        if pu > threshold and pu > pd:
-            side = 1.0
-            p = pu
-            q = pd
-        elif allow_short and pd > threshold and pd > pu:
-            side = -1.0
-            p = pd
-            q = pu
-        if side != 0.0 and confidence[i] < min_confidence:
-            side = 0.0
-        if side == 0.0:
-            out[i] = 0.0
-            continue
-        if sizing_code == 0:
-            size = fraction
-        elif sizing_code == 1:
-            size = fraction * p
-        else:
-            f = (p - q / kelly_payoff) * kelly_mult
-            if f > kelly_cap:
-                f = kelly_cap
-            size = f if f > 0.0 else 0.0
-        out[i] = side * size
+        out[i] = target_at(p_up[i], p_down[i], confidence[i], threshold, sizing_code, fraction, min_confidence,
+                           kelly_payoff, kelly_mult, kelly_cap, allow_short)
     return out
 
 
