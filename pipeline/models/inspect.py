@@ -9,7 +9,7 @@ a Sequential nor has ``geometry`` raises, so a new block cannot be silently
 mis-measured. The walk stops at ``nn.Flatten``: the reported field is the one
 of a position of the last convolutional feature map.
 
-``flops`` runs one forward pass on the meta device-free input with hooks and
+``flops`` runs one forward pass (batch 1, on the model's device: meta works) with hooks and
 counts 2 × multiply-accumulates of every convolution and linear layer.
 """
 

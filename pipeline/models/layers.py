@@ -10,8 +10,6 @@ their kernel, dilation and stride; blocks combine their children in series
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,21 +81,7 @@ class WeightNormCausalConv1d(nn.Module):
         return Geometry(self.left_pad + 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.g * self.v / self.v.flatten(1).norm(dim=1).view(-1, 1, 1)
-        return F.conv1d(F.pad(x, (self.left_pad, 0)), w, self.bias, dilation=self.dilation[0])
-
-
-def same_conv1d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                groups: int = 1, bias: bool = False) -> nn.Conv1d:
-    """Conv1d with symmetric 'same' padding (odd kernels)."""
-    return nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                     padding=kernel_size // 2, groups=groups, bias=bias)
-
-
-def same_conv2d(in_channels: int, out_channels: int, kernel_size, stride=1, bias: bool = False) -> nn.Conv2d:
-    """Conv2d with 'same'-style padding for odd kernels (k // 2 per axis)."""
-    k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    return nn.Conv2d(in_channels, out_channels, k, stride=stride, padding=(k[0] // 2, k[1] // 2), bias=bias)
+        return F.conv1d(F.pad(x, (self.left_pad, 0)), self.weight, self.bias, dilation=self.dilation[0])
 
 
 class SqueezeExcite(nn.Module):
@@ -164,6 +148,3 @@ def stochastic_depth_rates(total: int, max_rate: float) -> list[float]:
         return [0.0] * total
     return [max_rate * i / (total - 1) for i in range(total)]
 
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

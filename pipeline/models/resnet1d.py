@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
-from pipeline.models.layers import Geometry, SqueezeExcite, compose, kaiming_init, parallel
+from pipeline.models.layers import Geometry, SqueezeExcite, kaiming_init, parallel
 from pipeline.models.registry import Architecture, ZooModel, register_architecture
 
 
