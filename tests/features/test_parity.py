@@ -143,3 +143,22 @@ def test_model_inputs_finite_after_warmup(btc):
     # warm-up ends once EMA200 is seeded and 21 daily bars have closed (about 21 days of 1h bars)
     first_warm = int(f.filter(~pl.col("is_warmup"))["bar_index"].min())
     assert 20 * 24 <= first_warm <= 22 * 24 + 24
+
+
+def test_labels_match_numpy(btc_warehouse, btc):
+    """Forward return, direction (threshold 0.002) and forward volatility against numpy; the
+    last `horizon` rows have no known future and stay NULL."""
+    _, a, candles = btc
+    labels = btc_warehouse.query("select * from features.labels order by horizon, ts")
+    c = a["close"]
+    log_ret = np.concatenate([[np.nan], np.log(c[1:] / c[:-1])])
+    for h in (1, 4, 12, 24):
+        rows = labels.filter(pl.col("horizon") == h)
+        assert (rows["ts"] == candles["ts"]).all()
+        fwd = rows["fwd_return"].to_numpy().astype(float)
+        assert np.isnan(fwd[-h:]).all() and not np.isnan(fwd[:-h]).any()
+        assert_close(f"fwd_return h={h}", fwd[:-h], c[h:] / c[:-h] - 1, 0)
+        expected_dir = np.where(fwd[:-h] > 0.002, 1, np.where(fwd[:-h] < -0.002, -1, 0))
+        assert (rows["direction"].to_numpy()[:-h] == expected_dir).all()
+        vol = np.sqrt(np.lib.stride_tricks.sliding_window_view(log_ret[1:] ** 2, h).sum(axis=1))
+        assert_close(f"fwd_volatility h={h}", rows["fwd_volatility"].to_numpy().astype(float)[:-h], vol, 0)
