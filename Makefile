@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m assets.features --prepare
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.partitions import daily_partitions
 
-PARTITIONED_GROUPS = ("market",)
+PARTITIONED_GROUPS = ("market", "staging", "features", "labels")
 NIGHTLY_GROUPS = ("backtest",)
 
 

@@ -6,39 +6,19 @@ all its partitions in one run, then every unpartitioned asset.
 
 from __future__ import annotations
 
-import importlib
-
 import dagster as dg
 
+from assets import backtests, checks, features, market
 from pipeline.automation import build_automation
 from pipeline.resources import default_resources
 
-ASSET_MODULE_NAMES = ("assets.market", "assets.checks", "assets.features", "assets.backtests")
-
-
-def _asset_modules() -> list:
-    modules = []
-    for name in ASSET_MODULE_NAMES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return modules
-
-
-def _resources(modules) -> dict:
-    resources = default_resources()
-    for module in modules:
-        factory = getattr(module, "dbt_resource", None)
-        if factory is not None:
-            resources["dbt"] = factory()
-    return resources
-
-
-_MODULES = _asset_modules()
+_MODULES = [market, checks, features, backtests]
 ASSETS = [a for a in dg.load_assets_from_modules(_MODULES) if isinstance(a, dg.AssetsDefinition) and a.keys]
 CHECKS = list(dg.load_asset_checks_from_modules(_MODULES))
+
+
+def _resources() -> dict:
+    return {**default_resources(), "dbt": features.dbt_resource()}
 
 
 def build_definitions() -> dg.Definitions:
@@ -49,7 +29,7 @@ def build_definitions() -> dg.Definitions:
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources=_resources(_MODULES),
+        resources=_resources(),
     )
 
 
@@ -60,7 +40,7 @@ def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict 
     """Materialize every asset on the current settings: partitioned ones over all partitions in one run each."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    resources = resources or _resources(_MODULES)
+    resources = resources or _resources()
     partitioned = [a for a in ASSETS if a.partitions_def is not None]
     unpartitioned = [a for a in ASSETS if a.partitions_def is None]
     results = []

@@ -32,7 +32,13 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"raw/candles", "raw/funding", "raw/open_interest", "raw/orderbook"} <= keys
-    assert defs.resolve_job_def("daily_refresh").partitions_def == daily_partitions
+    daily = defs.resolve_job_def("daily_refresh")
+    assert daily.partitions_def == daily_partitions
+    selected = {k.to_user_string() for k in daily.asset_layer.selected_asset_keys}
+    assert {"raw/candles", "features/candle_features", "features/labels"} <= selected
+    assert "backtest/baselines" not in selected
+    nightly = defs.resolve_job_def("nightly_retrain")
+    assert {k.to_user_string() for k in nightly.asset_layer.selected_asset_keys} == {"backtest/baselines"}
     schedule_names = {s.name for s in defs.schedules}
     assert {"daily_refresh_schedule", "nightly_retrain_schedule"} <= schedule_names
 
