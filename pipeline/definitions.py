@@ -30,6 +30,9 @@ def build_definitions() -> dg.Definitions:
         schedules=schedules,
         sensors=sensors,
         resources=_resources(),
+        # Steps in one process: on a small machine a subprocess per step costs more than it
+        # saves, and the warehouse writers run one at a time (pool "warehouse") anyway.
+        executor=dg.in_process_executor,
     )
 
 
