@@ -79,10 +79,10 @@ class WaveNetBody(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)
-        skips = torch.zeros((), dtype=x.dtype, device=x.device)
+        skips = None
         for layer in self.layers:
             x, s = layer(x)
-            skips = skips + s
+            skips = s if skips is None else skips + s
         return F.relu(self.post(F.relu(skips)))
 
 
