@@ -37,6 +37,8 @@ from pipeline.config import bars_per_year, interval_ms
 from pipeline.features.columns import HTF_FEATURES
 
 KEYS = ("symbol", "interval", "ts")
+# The staging columns compute_candle_features uses (others are dropped from its output anyway).
+CANDLE_INPUT_COLUMNS = (*KEYS, "open", "high", "low", "close", "volume", "turnover", "is_after_gap")
 
 # Base rows are flagged as warm-up until the longest base window (EMA 200) is
 # seeded and both coarser timeframes have 21 closed bars.
@@ -390,6 +392,39 @@ def compute_candle_features(
     drop = passthrough + [c for c in result.columns if c.startswith("_")]
     result = result.drop([c for c in drop if c in result.columns])
     return result.select(OUTPUT_FIRST + [c for c in result.columns if c not in OUTPUT_FIRST])
+
+
+def features_for_window(
+    candles: pl.DataFrame,
+    start: dt.datetime | str | None = None,
+    end: dt.datetime | str | None = None,
+    funding: pl.DataFrame | None = None,
+    open_interest: pl.DataFrame | None = None,
+    orderbook: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The rows of compute_candle_features with ``start <= ts < end`` (a bound of None: open).
+
+    Only series with a candle in the window are computed, each over its whole
+    history (recursions need it), so the rows equal those of a full build.
+    Bounds are datetimes or 'YYYY-MM-DD HH:MM:SS' strings (UTC, naive).
+    """
+    in_window = pl.lit(True)
+    for bound, keep in ((start, pl.Expr.__ge__), (end, pl.Expr.__lt__)):
+        if bound is None or bound == "":
+            continue
+        try:
+            value = dt.datetime.fromisoformat(bound) if isinstance(bound, str) else bound
+        except ValueError:
+            raise ValueError(f"window bound {bound!r} is not a timestamp like '2025-01-01 00:00:00'") from None
+        in_window = in_window & keep(pl.col("ts"), pl.lit(value, pl.Datetime("us")))
+    if start in (None, "") and end in (None, ""):
+        return compute_candle_features(candles, funding, open_interest, orderbook)
+    series = candles.filter(in_window).select("symbol", "interval").unique()
+    if series.is_empty():
+        return empty_candle_features()
+    if series.height < candles.select("symbol", "interval").n_unique():
+        candles = candles.join(series, on=["symbol", "interval"], how="semi", maintain_order="left")
+    return compute_candle_features(candles, funding, open_interest, orderbook).filter(in_window)
 
 
 def empty_candle_features() -> pl.DataFrame:
