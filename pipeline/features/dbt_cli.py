@@ -39,13 +39,21 @@ def dbt_environment(
     start: dt.datetime | dt.date | str | None = None,
     end: dt.datetime | dt.date | str | None = None,
 ) -> dict[str, str]:
-    """The environment variables one dbt invocation needs (absolute warehouse path, window)."""
+    """The environment variables one dbt invocation needs (absolute warehouse path, window).
+
+    A run with a window (a daily partition) writes no JSON artifacts
+    (manifest.json, run_results.json: DBT_WRITE_JSON=false): nothing reads them,
+    and the manifest Dagster loads comes from `dbt parse`. Partial parsing
+    state (partial_parse.msgpack) is still kept.
+    """
+    window = (format_bound(start), format_bound(end))
     return {
         WAREHOUSE_ENV: str(Path(warehouse_path).resolve()),
-        WINDOW_ENV[0]: format_bound(start),
-        WINDOW_ENV[1]: format_bound(end),
+        WINDOW_ENV[0]: window[0],
+        WINDOW_ENV[1]: window[1],
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_WRITE_JSON": "false" if any(window) else "true",
     }
 
 
