@@ -57,10 +57,32 @@ def dbt_environment(
     }
 
 
+LAUNCHER_PATH = DBT_PROJECT_DIR / "target" / "dbt-fast-exit"
+
+
+def launcher_script() -> str:
+    """The text of the `dbt` launcher for this interpreter (see pipeline.features.dbt_launcher)."""
+    return f"#!{sys.executable}\nfrom pipeline.features.dbt_launcher import main\n\nmain()\n"
+
+
 def dbt_executable() -> str:
-    """The `dbt` of this interpreter's environment."""
-    candidate = Path(sys.executable).with_name("dbt")
-    return str(candidate) if candidate.exists() else "dbt"
+    """An executable `dbt` for this interpreter's environment: the fast-exit launcher.
+
+    Written (atomically) under dbt_features/target/ when missing or stale; falls
+    back to the environment's `dbt` if it cannot be written.
+    """
+    text = launcher_script()
+    try:
+        if not LAUNCHER_PATH.exists() or LAUNCHER_PATH.read_text() != text:
+            LAUNCHER_PATH.parent.mkdir(parents=True, exist_ok=True)
+            partial = LAUNCHER_PATH.with_name(f"{LAUNCHER_PATH.name}.{os.getpid()}")
+            partial.write_text(text)
+            partial.chmod(0o755)
+            os.replace(partial, LAUNCHER_PATH)
+        return str(LAUNCHER_PATH)
+    except OSError:
+        candidate = Path(sys.executable).with_name("dbt")
+        return str(candidate) if candidate.exists() else "dbt"
 
 
 def run_dbt(
