@@ -7,6 +7,8 @@ same click command (``dbt.cli.main.cli``), then closes the DuckDB database
 file, as a normal exit does), flushes logs and streams, and leaves with the
 command's exit code through ``os._exit``.
 
+``--version`` answers from the installed package, with no network look-up.
+
 ``dbt_cli.dbt_executable()`` points the subprocess runner and dagster-dbt's
 ``DbtCliResource`` at a small script that calls :func:`main`.
 """
@@ -36,7 +38,18 @@ def close_duckdb() -> None:
         DuckDBConnectionManager._ENV = None
 
 
+def print_installed_version() -> None:
+    """``dbt --version`` without its PyPI look-up for a newer release (dagster-dbt calls it at start-up)."""
+    from dbt.version import __version__
+
+    print(f"Core:\n  - installed: {__version__}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        print_installed_version()
+        sys.stdout.flush()
+        os._exit(0)
     from dbt.cli.main import cli
 
     code = 0
