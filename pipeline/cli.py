@@ -55,6 +55,9 @@ def query(sql: str, path: str | None = None, max_rows: int = 50, lock_timeout_s:
 
 
 def demo() -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*currently in beta.*")
     import dagster as dg
 
     from pipeline.definitions import materialize_all

@@ -39,11 +39,14 @@ def build_definitions() -> dg.Definitions:
 defs = build_definitions()
 
 
-def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict | None = None) -> list:
+def materialize_all(
+    instance: dg.DagsterInstance | None = None, resources: dict | None = None, log_level: str = "INFO"
+) -> list:
     """Materialize every asset on the current settings: partitioned ones over all partitions in one run each."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     resources = resources or _resources()
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     partitioned = [a for a in ASSETS if a.partitions_def is not None]
     unpartitioned = [a for a in ASSETS if a.partitions_def is None]
     results = []
@@ -54,6 +57,7 @@ def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict 
             results.append(
                 dg.materialize(
                     partitioned + checks,
+                    run_config=run_config,
                     instance=instance,
                     resources=resources,
                     tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
@@ -64,6 +68,7 @@ def materialize_all(instance: dg.DagsterInstance | None = None, resources: dict 
         results.append(
             dg.materialize(
                 partitioned + unpartitioned + checks,
+                run_config=run_config,
                 instance=instance,
                 resources=resources,
                 selection=dg.AssetSelection.assets(*unpartitioned),
