@@ -27,7 +27,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, partition_window
 from pipeline.features.dbt_cli import (
     DBT_PROJECT_DIR,
     WAREHOUSE_ENV,
@@ -92,13 +92,6 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _window(context) -> tuple:
-    if not context.has_partition_key and not context.has_partition_key_range:
-        return None, None
-    window = context.partition_time_window
-    return window.start, window.end
-
-
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -111,7 +104,7 @@ def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, wareh
     """dbt build of the selected models for the run's days (plus each indicator's look-back)."""
     warehouse = warehouse.warehouse()
     warehouse.ensure_schema()  # the raw sources exist even before the first market run
-    start, end = _window(context)
+    start, end = partition_window(context)
     with _environment(dbt_environment(warehouse.path, start, end)):
         yield from dbt.cli(["build"], context=context).stream()
 
@@ -132,7 +125,7 @@ CANDLE_FEATURES = dg.AssetKey(["features", "candle_features"])
 def candle_features_expectations(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     """No NULL/NaN/inf after warm-up, value ranges, one feature row per staged candle per day."""
     warehouse = warehouse.warehouse()
-    run_start, run_end = _window(context.op_execution_context)
+    run_start, run_end = partition_window(context.op_execution_context)
     features, daily = model_input_frames(warehouse, run_start, run_end)
     outcome = validate_model_inputs(features, daily)
     yield dg.AssetCheckResult(

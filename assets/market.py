@@ -6,11 +6,9 @@ function, which validates before it replaces exactly the window's rows.
 """
 
 
-import datetime as dt
-
 import dagster as dg
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, partition_window
 from pipeline.market.base import SourceUnavailable
 from pipeline.market.ingest import (
     IngestReport,
@@ -29,15 +27,6 @@ MARKET_ASSET = dict(
     pool="warehouse",
     kinds={"duckdb", "polars"},
 )
-
-
-def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
-    """The run's [start, end) as naive UTC datetimes (one day, or the whole backfill range)."""
-    window = context.partition_time_window
-    return (
-        window.start.astimezone(dt.timezone.utc).replace(tzinfo=None),
-        window.end.astimezone(dt.timezone.utc).replace(tzinfo=None),
-    )
 
 
 def _markdown_table(rows: list[dict]) -> str:

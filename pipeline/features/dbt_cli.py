@@ -15,6 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipeline.market.base import utc_naive
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_features"
 WAREHOUSE_ENV = "CONVTRADE_WAREHOUSE_PATH"
@@ -27,11 +29,7 @@ def format_bound(value: dt.datetime | dt.date | str | None) -> str:
         return ""
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    if not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S")
+    return utc_naive(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def dbt_environment(
