@@ -279,15 +279,15 @@ class SyntheticSource:
         i = (at - path.ts_ms[0]) // MINUTE_MS - 1
         mid = path.close[s, i]
         sigma = path.sigma[s, i]
-        rng = np.random.default_rng([self.seed, 99, s, int(at[0] // SNAPSHOT_EVERY_MS)])
+        noise = self._snapshot_noise(s, at, levels)
         half_spread = mid * np.maximum(0.5e-4, 0.05 * sigma)
         tick = mid * np.maximum(1e-4, 0.1 * sigma)
         k = np.arange(levels)
         bid_px = mid[:, None] - half_spread[:, None] - tick[:, None] * k
         ask_px = mid[:, None] + half_spread[:, None] + tick[:, None] * k
         base = path.volume[s, i] / 10.0 + 1e-9
-        bid_sz = base[:, None] * rng.lognormal(0.0, 0.5, (at.size, levels)) * (1 + k)
-        ask_sz = base[:, None] * rng.lognormal(0.0, 0.5, (at.size, levels)) * (1 + k)
+        bid_sz = base[:, None] * noise[:, 0] * (1 + k)
+        ask_sz = base[:, None] * noise[:, 1] * (1 + k)
         return pl.DataFrame(
             {
                 "symbol": symbol,
@@ -300,6 +300,19 @@ class SyntheticSource:
             },
             schema=ORDERBOOK_SCHEMA,
         )
+
+    def _snapshot_noise(self, s: int, at: np.ndarray, levels: int) -> np.ndarray:
+        """Lognormal size noise (len(at), 2, levels), drawn per UTC day so any range gives the same snapshot."""
+        per_day = DAY_MS // SNAPSHOT_EVERY_MS
+        day = at // DAY_MS
+        slot = (at % DAY_MS) // SNAPSHOT_EVERY_MS
+        out = np.empty((at.size, 2, levels))
+        for d in np.unique(day):
+            rng = np.random.default_rng([self.seed, 99, s, int(d)])
+            draws = rng.lognormal(0.0, 0.5, (per_day, 2, levels))
+            rows = day == d
+            out[rows] = draws[slot[rows]]
+        return out
 
     def _grid(self, path: _MinutePath, step: int, start, end, lookback: int) -> np.ndarray:
         """Grid times in [start, end) with at least ``lookback`` ms of path before them, not in the future."""

@@ -136,6 +136,8 @@ def test_funding_orderbook_open_interest_consistent(hourly):
     )
     assert joined.height > 700
     assert np.allclose(joined["mid"], joined["close"], rtol=1e-3)
+    one_day = src.orderbook("BTCUSDT", dt.datetime(2025, 1, 9), dt.datetime(2025, 1, 10), levels=5)
+    assert one_day.equals(book.filter(pl.col("ts").dt.date() == dt.date(2025, 1, 9)))
     oi = src.open_interest("BTCUSDT", "60", ORIGIN, dt.datetime(2025, 2, 1))
     assert oi.height > 700 and (oi["open_interest"] > 0).all()
 
