@@ -57,11 +57,10 @@ def bars_per_year(interval: str) -> float:
     return 365 * DAY_MS / interval_ms(interval)
 
 
-def _default_start() -> str:
-    # About one year of history ending yesterday, on a fixed day so a
-    # partition set does not move while the demo runs.
-    today = dt.datetime.now(dt.timezone.utc).date()
-    return (today - dt.timedelta(days=365)).replace(day=1).isoformat()
+# The first daily partition by default: a fixed day, so the partition set and the
+# synthetic market do not move under a running deployment (about one year of
+# history when this was written; set CONVTRADE_START for more or less).
+DEFAULT_START = "2025-11-01"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Settings:
     source: str = "synthetic"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     intervals: tuple[str, ...] = ("60",)
-    start: str = dataclasses.field(default_factory=_default_start)
+    start: str = DEFAULT_START
     # Files source: folder of candle exports (layout of ../shared/data).
     files_dir: Path = Path("../shared/data")
     # Bybit source

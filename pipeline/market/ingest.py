@@ -30,11 +30,11 @@ from pipeline.warehouse import Warehouse
 def build_source(settings: Settings, now=None) -> MarketSource:
     """The market source the settings name (synthetic by default)."""
     if settings.source == "synthetic":
-        from pipeline.market.synthetic import SyntheticSource
+        from pipeline.market.synthetic import SYNTHETIC_ORIGIN, SyntheticSource
 
         return SyntheticSource(
             symbols=settings.symbols,
-            origin=settings.start_date,
+            origin=min(SYNTHETIC_ORIGIN, settings.start_date),
             seed=settings.seed,
             planted_pattern=settings.planted_pattern,
             now=now,

@@ -42,6 +42,11 @@ from pipeline.market.schemas import (
     empty,
 )
 
+# Where the default market begins (earlier when the settings start earlier). Fixed, so
+# the same seed gives the same prices whatever the partition window.
+SYNTHETIC_ORIGIN = dt.date(2024, 1, 1)
+GENERATE_DAYS_STEP = 32  # generate whole blocks of days, so nearby end dates share one cached path
+
 MINUTE_MS = 60_000
 MINUTES_PER_DAY = 1440
 FUNDING_EVERY_MS = 8 * 3_600_000
@@ -162,8 +167,14 @@ class SyntheticSource:
 
     # --- the minute path -------------------------------------------------------------
     def _days_until(self, end: dt.datetime) -> int:
+        """Days to generate: through ``end`` (never past now), rounded up to a block of days.
+
+        Generating a few days more changes nothing already produced (each day has its own
+        seed); bars after now are never returned.
+        """
         end_ms = min(to_ms(end), to_ms(self._now()))
-        return max(0, -(-(end_ms - to_ms(self.origin)) // DAY_MS))
+        days = max(0, -(-(end_ms - to_ms(self.origin)) // DAY_MS))
+        return -(-days // GENERATE_DAYS_STEP) * GENERATE_DAYS_STEP
 
     def _path(self, end: dt.datetime) -> _MinutePath:
         return _generate(
@@ -197,30 +208,36 @@ class SyntheticSource:
         if path.ts_ms.size == 0:
             return empty(CANDLE_SCHEMA)
         offset = grid_offset_ms(interval)
-        bar = (path.ts_ms - offset) // step
+        # only the minutes of the bars that can be returned: from the bar containing start to end
+        first_bar_ms = (start_ms - offset) // step * step + offset
+        lo, hi = np.searchsorted(path.ts_ms, [first_bar_ms, end_ms + step])
+        ts_ms = path.ts_ms[lo:hi]
+        if ts_ms.size == 0:
+            return empty(CANDLE_SCHEMA)
+        o, h, l, c, v = (a[s, lo:hi] for a in (path.open, path.high, path.low, path.close, path.volume))
+        bar = (ts_ms - offset) // step
         starts = np.flatnonzero(np.r_[True, bar[1:] != bar[:-1]])
         bar_ts = bar[starts] * step + offset
-        counts = np.diff(np.r_[starts, path.ts_ms.size])
+        counts = np.diff(np.r_[starts, ts_ms.size])
         full = counts == step // MINUTE_MS
         keep = full & (bar_ts >= start_ms) & (bar_ts < end_ms) & (bar_ts + step <= self._closed_before())
         if not keep.any():
             return empty(CANDLE_SCHEMA)
         idx = starts[keep]
         last = idx + counts[keep] - 1
-        high = np.maximum.reduceat(path.high[s], starts)[keep]
-        low = np.minimum.reduceat(path.low[s], starts)[keep]
-        volume = np.add.reduceat(path.volume[s], starts)[keep]
-        typical = (path.high[s] + path.low[s] + path.close[s]) / 3.0
-        turnover = np.add.reduceat(path.volume[s] * typical, starts)[keep]
+        high = np.maximum.reduceat(h, starts)[keep]
+        low = np.minimum.reduceat(l, starts)[keep]
+        volume = np.add.reduceat(v, starts)[keep]
+        turnover = np.add.reduceat(v * (h + l + c) / 3.0, starts)[keep]
         return pl.DataFrame(
             {
                 "symbol": symbol,
                 "interval": str(interval),
                 "ts": (bar_ts[keep] * 1000).astype("datetime64[us]"),
-                "open": path.open[s, idx],
+                "open": o[idx],
                 "high": high,
                 "low": low,
-                "close": path.close[s, last],
+                "close": c[last],
                 "volume": volume,
                 "turnover": turnover,
                 "source": self.name,
