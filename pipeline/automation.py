@@ -2,8 +2,8 @@
 
 * ``daily_refresh``: every day at 00:15 UTC, the market assets (and the
   partitioned feature tables) for the day that just closed.
-* ``nightly_retrain``: every night at 02:00 UTC, the unpartitioned model and
-  backtest assets on the refreshed data.
+* ``nightly_retrain``: every night at 02:00 UTC, the unpartitioned assets of
+  the nightly groups (today the baseline backtests) on the refreshed data.
 """
 
 from __future__ import annotations
