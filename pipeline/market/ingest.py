@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from pipeline.config import Settings, grid_offset_ms, interval_ms
-from pipeline.market.base import MarketDataError, MarketSource, utc_naive
+from pipeline.market.base import MarketDataError, MarketSource, to_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,
@@ -64,6 +64,19 @@ class IngestReport:
         return sum(item.get("missing_bars", 0) for item in self.per_series)
 
 
+def grid_offset_expr(intervals: Sequence[str]) -> pl.Expr:
+    """How far each row's ts lies off its interval's grid, in ms (0 when on it)."""
+    offset = pl.lit(0, dtype=pl.Int64)
+    for interval in intervals:
+        step, shift = interval_ms(interval), grid_offset_ms(interval)
+        offset = (
+            pl.when(pl.col("interval") == interval)
+            .then((pl.col("ts").dt.epoch("ms") - shift) % step)
+            .otherwise(offset)
+        )
+    return offset
+
+
 def candle_problems(frame: pl.DataFrame, max_examples: int = 5) -> list[str]:
     """Rule violations in a candle frame, each naming the rows (symbol, interval, ts) at fault."""
     problems: list[str] = []
@@ -83,24 +96,20 @@ def candle_problems(frame: pl.DataFrame, max_examples: int = 5) -> list[str]:
     report(pl.col("low") > pl.min_horizontal("open", "close"), "low > min(open, close)")
     report(pl.col("volume") < 0, "negative volume")
     report(pl.struct("symbol", "interval", "ts").is_duplicated(), "duplicate (symbol, interval, ts)")
-    for interval in frame["interval"].unique().to_list():
-        step, offset = interval_ms(interval), grid_offset_ms(interval)
-        report(
-            (pl.col("interval") == interval)
-            & (((pl.col("ts").dt.epoch("ms") - offset) % step) != 0),
-            f"ts off the {interval} grid",
-        )
+    intervals = frame["interval"].unique().to_list()
+    off_grid = grid_offset_expr(intervals) != 0
+    for interval in intervals:
+        report((pl.col("interval") == interval) & off_grid, f"ts off the {interval} grid")
     return problems
 
 
 def series_summary(frame: pl.DataFrame, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> list[dict]:
     """Rows, first/last ts and missing closed bars per (symbol, interval) in [start, end)."""
     summary = []
+    start_ms, end_ms = to_ms(start), to_ms(min(utc_naive(end), utc_naive(now)))
     for (symbol, interval), part in frame.group_by(["symbol", "interval"], maintain_order=True):
         step = interval_ms(interval)
         offset = grid_offset_ms(interval)
-        start_ms = int(utc_naive(start).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
-        end_ms = int(utc_naive(min(end, now)).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
         first_grid = -(-(start_ms - offset) // step) * step + offset
         last_closed_open = end_ms - step  # the last bar that has closed by end/now opens here
         expected = max(0, (last_closed_open - first_grid) // step + 1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.config import grid_offset_ms, interval_ms
+from pipeline.config import interval_ms
+from pipeline.market.ingest import grid_offset_expr
 from pipeline.quality.runner import SuiteOutcome, gx, run_expectations
 
 CANDLE_KEY = ("symbol", "interval", "ts")
@@ -29,15 +30,7 @@ def candle_expectations() -> list:
 
 def with_grid_offset(frame: pl.DataFrame) -> pl.DataFrame:
     """Add ``grid_offset_ms``: how far each ts lies off its interval's grid (0 when on it)."""
-    offset = pl.lit(0, dtype=pl.Int64)
-    for interval in frame["interval"].unique().to_list():
-        step, shift = interval_ms(interval), grid_offset_ms(interval)
-        offset = (
-            pl.when(pl.col("interval") == interval)
-            .then((pl.col("ts").dt.epoch("ms") - shift) % step)
-            .otherwise(offset)
-        )
-    return frame.with_columns(grid_offset_ms=offset)
+    return frame.with_columns(grid_offset_ms=grid_offset_expr(frame["interval"].unique().to_list()))
 
 
 def validate_candles(frame: pl.DataFrame) -> SuiteOutcome:
