@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from assets.market import _markdown_table, raw_candles
+from assets.market import markdown_table, raw_candles
 from pipeline.quality.candles_suite import count_gaps, validate_candles
 from pipeline.resources import SettingsResource, WarehouseResource
 
@@ -46,7 +46,7 @@ def raw_candles_expectations(
             "rows_checked": dg.MetadataValue.int(frame.height),
             "expectations": dg.MetadataValue.int(outcome.evaluated),
             "failures": dg.MetadataValue.json(outcome.failures),
-            "gaps": dg.MetadataValue.md(_markdown_table(gaps.to_dicts())),
+            "gaps": dg.MetadataValue.md(markdown_table(gaps.to_dicts())),
             "missing_bars": dg.MetadataValue.int(int(gaps["missing_bars"].sum()) if gaps.height else 0),
         },
     )

@@ -29,7 +29,7 @@ MARKET_ASSET = dict(
 )
 
 
-def _markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return "_no rows in this window_"
     columns = list(rows[0])
@@ -46,7 +46,7 @@ def report_metadata(report: IngestReport) -> dict:
         "window_end": str(report.end),
         "rows_written": dg.MetadataValue.int(report.rows_written),
         "rows_replaced": dg.MetadataValue.int(report.rows_replaced),
-        "series": dg.MetadataValue.md(_markdown_table(report.per_series)),
+        "series": dg.MetadataValue.md(markdown_table(report.per_series)),
     }
     if report.table == "raw.candles":
         metadata["missing_bars"] = dg.MetadataValue.int(report.missing_bars)

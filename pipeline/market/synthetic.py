@@ -80,8 +80,8 @@ class _MinutePath:
 
 
 @numba.njit(cache=True)
-def _garch_path(shocks, regime_u, start_logp, sigma_bar, planted, day_start, alpha, beta, state):
-    """Minute log-prices for all symbols over one block of minutes.
+def _garch_path(shocks, regime_u, start_logp, sigma_bar, planted, alpha, beta, state):
+    """Minute log-prices for all symbols over one UTC day (the block starts at 00:00).
 
     shocks: (S, T) unit-variance correlated fat-tailed draws.
     regime_u: (T,) uniform draws for the regime chain (shared by all symbols).
@@ -96,17 +96,17 @@ def _garch_path(shocks, regime_u, start_logp, sigma_bar, planted, day_start, alp
     omega = (1.0 - alpha - beta) * sigma_bar**2
     for t in range(n):
         # regime chain
-        stay = REGIME_STAY_NB[regime]
+        stay = REGIME_STAY[regime]
         if regime_u[t] > stay:
             # move to one of the other two states
             regime = (regime + 1 + int(regime_u[t] * 1e6) % 2) % 3
-        minute_of_hour = (day_start + t) % 60
+        minute_of_hour = t % 60
         for s in range(n_sym):
             var = state[1 + s]
             last_ret = state[1 + n_sym + s]
             var = omega[s] + alpha * last_ret * last_ret + beta * var
-            sd = np.sqrt(var) * REGIME_VOL_NB[regime]
-            drift = REGIME_DRIFT_NB[regime] / 1440.0
+            sd = np.sqrt(var) * REGIME_VOL[regime]
+            drift = REGIME_DRIFT[regime] / 1440.0
             if planted > 0.0:
                 prev_hour = state[1 + 2 * n_sym + s]
                 if prev_hour > 0:
@@ -114,7 +114,7 @@ def _garch_path(shocks, regime_u, start_logp, sigma_bar, planted, day_start, alp
                 elif prev_hour < 0:
                     drift -= planted * sigma_bar[s] / 7.745966692414834
             innovation = np.sqrt(var) * shocks[s, t]
-            ret = drift + REGIME_VOL_NB[regime] * innovation
+            ret = drift + REGIME_VOL[regime] * innovation
             prev = start_logp[s] if t == 0 else logp[s, t - 1]
             logp[s, t] = prev + ret
             sig[s, t] = sd
@@ -128,11 +128,6 @@ def _garch_path(shocks, regime_u, start_logp, sigma_bar, planted, day_start, alp
                 state[1 + 2 * n_sym + s] = state[1 + 3 * n_sym + s]
     state[0] = regime
     return logp, sig
-
-
-REGIME_DRIFT_NB = REGIME_DRIFT
-REGIME_VOL_NB = REGIME_VOL
-REGIME_STAY_NB = REGIME_STAY
 
 
 def _profile(symbol: str) -> tuple[float, float, float]:
@@ -271,7 +266,7 @@ class SyntheticSource:
             return empty(OPEN_INTEREST_SCHEMA)
         i = (at - path.ts_ms[0]) // MINUTE_MS - 1
         cum_volume = np.cumsum(path.volume[s])
-        daily = PROFILES.get(symbol, _profile(symbol))[2]
+        daily = _profile(symbol)[2]
         window = MINUTES_PER_DAY
         recent = cum_volume[i] - np.where(i >= window, cum_volume[np.maximum(i - window, 0)], 0.0)
         oi = daily * 3.0 + 0.5 * recent
@@ -365,7 +360,7 @@ def _generate(symbols: tuple[str, ...], origin_ms: int, seed: int, planted: floa
         own = rng.standard_t(dof, (n_sym, MINUTES_PER_DAY)) * t_scale
         shocks = loading[:, None] * common[None, :] + idio[:, None] * own
         regime_u = rng.random(MINUTES_PER_DAY)
-        lp, sg = _garch_path(shocks, regime_u, logp, sigma_bar, planted, 0, alpha, beta, state)
+        lp, sg = _garch_path(shocks, regime_u, logp, sigma_bar, planted, alpha, beta, state)
         sl = slice(d * MINUTES_PER_DAY, (d + 1) * MINUTES_PER_DAY)
         logp_all[:, sl] = lp
         sig_all[:, sl] = sg
