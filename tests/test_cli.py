@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import polars as pl
 
 from pipeline.cli import EXIT_LOCKED, main
 from pipeline.market.ingest import ingest_candles
