@@ -1,4 +1,4 @@
-"""Which feature columns models read, and the label horizons.
+"""Which feature columns models read (the label horizons are in pipeline.features.labels).
 
 Only scale-free, always-present columns are model inputs: raw price levels
 (EMA values, bands, VWAP, OBV) and the optional market-structure columns
@@ -7,8 +7,6 @@ Only scale-free, always-present columns are model inputs: raw price levels
 """
 
 from __future__ import annotations
-
-LABEL_HORIZONS: tuple[int, ...] = (1, 4, 12, 24)
 
 # Coarser timeframes joined as-of onto each base row (see candle_features.COARSER_INTERVALS).
 HTF_FEATURES: tuple[str, ...] = ("log_ret", "rsi_14", "ema_dist_21", "realized_vol_20")

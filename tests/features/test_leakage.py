@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pipeline.features.candle_features import compute_candle_features
-from pipeline.features.columns import LABEL_HORIZONS
+from pipeline.features.labels import label_spec
 from pipeline.features.dbt_cli import run_dbt
 
 
@@ -58,7 +58,7 @@ def test_dbt_tables_do_not_leak(two_symbols, helpers, compare, tmp_path):
     moved = features(before, next_day)["rsi_14"] != features(after, next_day)["rsi_14"]
     assert moved.all(), "the change after t must reach features after t (else the test proves nothing)"
 
-    for horizon in LABEL_HORIZONS:
+    for horizon in label_spec().horizons:
         known = f"horizon = {horizon} and ts + interval {horizon} hour <= '{t}'"
         query = "select * from features.labels where {} order by symbol, interval, ts"
         compare(before.query(query.format(known)), after.query(query.format(known)), f"labels h={horizon} ending by t")

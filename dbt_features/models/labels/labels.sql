@@ -1,20 +1,23 @@
 -- features.labels: forward return, direction class and forward realized volatility
 -- per (symbol, interval, ts, horizon). NULL where the future is not known yet.
+-- Horizons and the direction threshold are dbt vars (dbt_project.yml): the one label definition.
+{%- set horizons = var('label_horizons') %}
+{%- set longest = horizons | max %}
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_range',
-    range_lookback_bars=24,
+    range_lookback_bars=var('label_horizons') | max,
 ) }}
 
 with candles as (
     select symbol, "interval", ts, close, interval_ms
     from {{ ref('stg_candles') }}
     {% if is_incremental() %}
-    -- the window's rows plus 24 bars of future for the last of them
-    where {{ replace_range_predicate(24) }}
+    -- the window's rows plus the longest horizon of future for the last of them
+    where {{ replace_range_predicate(longest) }}
        {% if feature_window_bound('end') %}
        or (ts >= cast('{{ feature_window_bound("end") }}' as timestamp)
-           and ts < cast('{{ feature_window_bound("end") }}' as timestamp) + to_milliseconds(25 * interval_ms))
+           and ts < cast('{{ feature_window_bound("end") }}' as timestamp) + to_milliseconds({{ longest + 1 }} * interval_ms))
        {% endif %}
     {% endif %}
 ),
@@ -30,7 +33,7 @@ steps as (
 ahead as (
     select
         symbol, "interval", ts, close, interval_ms,
-        {% for h in [1, 4, 12, 24] %}
+        {% for h in horizons %}
         case when lead(ts, {{ h }}) over series = ts + to_milliseconds({{ h }} * interval_ms)
              then lead(close, {{ h }}) over series / close - 1 end as fwd_return_{{ h }},
         case when lead(ts, {{ h }}) over series = ts + to_milliseconds({{ h }} * interval_ms)
@@ -42,7 +45,7 @@ ahead as (
 ),
 
 horizons as (
-    select unnest([1, 4, 12, 24]) as horizon
+    select unnest([{{ horizons | join(', ') }}]) as horizon
 )
 
 select
@@ -50,16 +53,16 @@ select
     a."interval",
     a.ts,
     cast(h.horizon as integer) as horizon,
-    case h.horizon {% for h in [1, 4, 12, 24] %} when {{ h }} then a.fwd_return_{{ h }}{% endfor %} end as fwd_return,
+    case h.horizon {% for h in horizons %} when {{ h }} then a.fwd_return_{{ h }}{% endfor %} end as fwd_return,
     cast(case
         when fwd_return is null then null
         when fwd_return > {{ var('direction_threshold') }} then 1
         when fwd_return < -{{ var('direction_threshold') }} then -1
         else 0
     end as tinyint) as direction,
-    case h.horizon {% for h in [1, 4, 12, 24] %} when {{ h }} then a.fwd_volatility_{{ h }}{% endfor %} end as fwd_volatility
+    case h.horizon {% for h in horizons %} when {{ h }} then a.fwd_volatility_{{ h }}{% endfor %} end as fwd_volatility
 from ahead as a
 cross join horizons as h
 {% if is_incremental() %}
-where {{ replace_range_predicate(24, 'a."interval"', 'a.ts') }}
+where {{ replace_range_predicate(longest, 'a."interval"', 'a.ts') }}
 {% endif %}
