@@ -10,9 +10,10 @@ crash leaves the old rows, never half of the new.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -171,6 +172,16 @@ TABLES: dict[str, str] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Replacement:
+    """One table's part of a write: delete the rows matching ``where_sql``, insert ``frame``."""
+
+    table: str
+    frame: pl.DataFrame
+    where_sql: str
+    params: Sequence | None = None
+
+
 class WarehouseLocked(RuntimeError):
     """The DuckDB file is held by another writing process."""
 
@@ -186,6 +197,8 @@ class Warehouse:
     def __init__(self, path: str | Path, lock_timeout_s: float = 60.0):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        # Test hook: called inside the transaction after each table's write (fault injection).
+        self._after_write: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
@@ -243,24 +256,41 @@ class Warehouse:
         rolled back and the table keeps exactly the rows it had.
         Returns the number of rows deleted.
         """
-        if table not in TABLES:
-            raise KeyError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)}")
+        return self.replace_tables([Replacement(table, frame, where_sql, params)])[table]
+
+    def replace_tables(self, replacements: Sequence["Replacement"]) -> dict[str, int]:
+        """Apply several :meth:`replace_rows` in ONE transaction: every table changes, or none does.
+
+        An asset that writes more than one table (backtest runs, trades, equity,
+        metrics; a model's registry row and its predictions) uses this, so a
+        crash between two tables never leaves them from different runs.
+        Returns the rows deleted per table.
+        """
+        for r in replacements:
+            if r.table not in TABLES:
+                raise KeyError(f"unknown warehouse table {r.table!r}; known: {', '.join(TABLES)}")
+        deleted: dict[str, int] = {}
         with self.connect() as con:
-            con.execute(f"create schema if not exists {table.split('.')[0]}")
-            con.execute(TABLES[table])
+            for r in replacements:
+                con.execute(f"create schema if not exists {r.table.split('.')[0]}")
+                con.execute(TABLES[r.table])
             con.execute("begin transaction")
             try:
-                deleted = con.execute(f"delete from {table} where {where_sql}", list(params or [])).fetchall()
-                n_deleted = int(deleted[0][0]) if deleted else 0
-                if frame.height:
-                    con.register("_incoming", frame)
-                    con.execute(f"insert into {table} by name select * from _incoming")
-                    con.unregister("_incoming")
+                for i, r in enumerate(replacements):
+                    rows = con.execute(f"delete from {r.table} where {r.where_sql}", list(r.params or [])).fetchall()
+                    deleted[r.table] = deleted.get(r.table, 0) + (int(rows[0][0]) if rows else 0)
+                    if r.frame.height:
+                        name = f"_incoming_{i}"
+                        con.register(name, r.frame)
+                        con.execute(f"insert into {r.table} by name select * from {name}")
+                        con.unregister(name)
+                    if self._after_write is not None:
+                        self._after_write(r.table)
                 con.execute("commit")
             except BaseException:
                 con.execute("rollback")
                 raise
-        return n_deleted
+        return deleted
 
     def query(self, sql: str, params: Sequence | None = None, read_only: bool = True) -> pl.DataFrame:
         """Run one query and return a polars frame."""

@@ -100,3 +100,30 @@ def test_lock_held_by_another_process_times_out_clearly(warehouse):
     finally:
         holder.communicate("\n", timeout=30)
     assert Warehouse(warehouse.path).query("select 1 as x")["x"][0] == 1
+
+
+def test_replace_tables_is_one_transaction(warehouse):
+    """A failure after the first of several tables leaves every table as it was."""
+    from pipeline.warehouse import Replacement
+
+    day = dt.date(2025, 1, 1)
+    replace_day(warehouse, candles("BTCUSDT", day), day)
+    funding = pl.DataFrame({"symbol": ["BTCUSDT"], "ts": [dt.datetime(2025, 1, 1)], "funding_rate": [0.0001],
+                            "source": ["test"]})
+    warehouse.replace_rows("raw.funding", funding, "true")
+    before = (snapshot(warehouse), warehouse.query("select * exclude (ingested_at) from raw.funding"))
+    writes = [Replacement("raw.candles", candles("BTCUSDT", day, price=200.0), "true"),
+              Replacement("raw.funding", funding.with_columns(pl.lit(0.5).alias("funding_rate")), "true")]
+
+    def fail_after(table):
+        if table == "raw.candles":
+            raise RuntimeError("killed between two tables")
+
+    warehouse._after_write = fail_after
+    with pytest.raises(RuntimeError, match="between two tables"):
+        warehouse.replace_tables(writes)
+    warehouse._after_write = None
+    assert snapshot(warehouse).equals(before[0])
+    assert warehouse.query("select * exclude (ingested_at) from raw.funding").equals(before[1])
+    assert warehouse.replace_tables(writes) == {"raw.candles": 24, "raw.funding": 1}
+    assert (snapshot(warehouse)["close"] == 200.0).all()

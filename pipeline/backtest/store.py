@@ -1,7 +1,8 @@
 """Write backtest runs to backtest.runs / trades / equity / metrics, keyed by run_id.
 
-Each table is rewritten for exactly the run ids being stored, in one
-transaction per table, so storing the same runs twice leaves the same rows.
+The four tables are rewritten for exactly the run ids being stored, in one
+transaction, so storing the same runs twice leaves the same rows and a crash
+between two tables leaves all four as they were.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import polars as pl
 
 from pipeline.backtest.metrics import drawdown
 from pipeline.backtest.runs import BacktestRun
-from pipeline.warehouse import Warehouse
+from pipeline.warehouse import Replacement, Warehouse
 
 TS = pl.Datetime("us")
 
@@ -102,8 +103,7 @@ def store_runs(warehouse: Warehouse, runs: list[BacktestRun]) -> dict[str, int]:
         "backtest.equity": pl.concat([equity_frame(r) for r in runs], how="vertical"),
         "backtest.metrics": pl.concat([metrics_frame(r) for r in runs], how="vertical"),
     }
-    written = {}
-    for table, frame in frames.items():
-        warehouse.replace_rows(table, frame, "list_contains(?::varchar[], run_id)", [ids])
-        written[table] = frame.height
-    return written
+    warehouse.replace_tables(
+        [Replacement(table, frame, "list_contains(?::varchar[], run_id)", [ids]) for table, frame in frames.items()]
+    )
+    return {table: frame.height for table, frame in frames.items()}
