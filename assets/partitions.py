@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from pipeline.config import Settings
-from pipeline.market.base import utc_naive
+from pipeline.market.timegrid import utc_naive
 
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=Settings.from_env().start, timezone="UTC", end_offset=0

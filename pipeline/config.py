@@ -10,51 +10,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
-# Bybit v5 kline intervals and their length in milliseconds ("M" is calendar
-# monthly and has no fixed length, so it is not supported on the candle grid).
-INTERVAL_MS: dict[str, int] = {
-    "1": 60_000,
-    "3": 3 * 60_000,
-    "5": 5 * 60_000,
-    "15": 15 * 60_000,
-    "30": 30 * 60_000,
-    "60": 3_600_000,
-    "120": 2 * 3_600_000,
-    "240": 4 * 3_600_000,
-    "360": 6 * 3_600_000,
-    "720": 12 * 3_600_000,
-    "D": 86_400_000,
-    "W": 7 * 86_400_000,
-}
+from pipeline.market.timegrid import interval_ms
 
 SOURCES = ("synthetic", "files", "bybit")
 BYBIT_CATEGORIES = ("linear", "spot", "inverse")
-DAY_MS = 86_400_000
+# Exchange symbols are upper-case letters and digits (BTCUSDT, 1000PEPEUSDT); nothing else may reach a
+# file name, a URL or a report path.
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9]+")
 
 
-def interval_ms(interval: str) -> int:
-    """Length of one bar of a Bybit interval code, in milliseconds."""
-    try:
-        return INTERVAL_MS[str(interval)]
-    except KeyError:
-        raise ValueError(
-            f"unknown interval {interval!r}: use one of the Bybit v5 codes {', '.join(INTERVAL_MS)}"
-        ) from None
-
-
-WEEK_OFFSET_MS = 4 * DAY_MS  # Bybit weekly bars open on Monday 00:00 UTC; 1970-01-01 was a Thursday
-
-
-def grid_offset_ms(interval: str) -> int:
-    """Where an interval's grid starts relative to the epoch (only weekly bars are shifted)."""
-    return WEEK_OFFSET_MS if str(interval) == "W" else 0
-
-
-def bars_per_year(interval: str) -> float:
-    """Bars in a 365-day year (crypto trades 24/7: never 252)."""
-    return 365 * DAY_MS / interval_ms(interval)
+def symbol_problem(symbol: str) -> str | None:
+    """Why ``symbol`` is not an exchange symbol, or None when it is one."""
+    if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
+        return f"{symbol!r} is not an exchange symbol: use upper-case letters and digits only, e.g. BTCUSDT"
+    return None
 
 
 # The first daily partition by default: a fixed day, so the partition set and the
@@ -98,6 +70,9 @@ class Settings:
             interval_ms(interval)
         if not self.symbols:
             raise ValueError("CONVTRADE_SYMBOLS is empty: name at least one symbol, e.g. BTCUSDT")
+        for symbol in self.symbols:
+            if problem := symbol_problem(symbol):
+                raise ValueError(f"CONVTRADE_SYMBOLS: {problem}")
         try:
             dt.date.fromisoformat(self.start)
         except ValueError:

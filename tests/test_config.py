@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, bars_per_year, interval_ms
+from pipeline.config import Settings
+from pipeline.market.timegrid import bars_per_year, interval_ms
 
 
 def test_environment_overrides_defaults():

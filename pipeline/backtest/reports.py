@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.backtest.metrics import CLASS_NAMES, bar_returns, drawdown
 from pipeline.backtest.runs import BacktestRun
-from pipeline.config import bars_per_year
+from pipeline.market.timegrid import bars_per_year
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}

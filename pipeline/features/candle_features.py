@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from pipeline.config import bars_per_year, interval_ms
+from pipeline.market.timegrid import bars_per_year, interval_ms
 from pipeline.features.columns import HTF_FEATURES
 
 KEYS = ("symbol", "interval", "ts")

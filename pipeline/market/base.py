@@ -39,23 +39,5 @@ class MarketSource(Protocol):
         ...
 
 
-def utc_naive(value: dt.datetime | dt.date) -> dt.datetime:
-    """A naive UTC datetime from a date, naive datetime (taken as UTC) or aware datetime."""
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return value
-    return dt.datetime(value.year, value.month, value.day)
-
-
-def to_ms(value: dt.datetime) -> int:
-    """Epoch milliseconds of a naive-UTC (or aware) datetime."""
-    return int(utc_naive(value).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
-
-
-def from_ms(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).replace(tzinfo=None)
-
-
 class SourceUnavailable(MarketDataError):
     """A transient failure (network, rate limit, server error) after the source's own retries; worth retrying later."""

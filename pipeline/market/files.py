@@ -32,8 +32,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import grid_offset_ms, interval_ms
-from pipeline.market.base import MarketDataError, from_ms, utc_naive
+from pipeline.market.base import MarketDataError
+from pipeline.market.timegrid import from_ms, grid_offset_ms, interval_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,

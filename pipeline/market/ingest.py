@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from pipeline.config import Settings, grid_offset_ms, interval_ms
-from pipeline.market.base import MarketDataError, MarketSource, to_ms, utc_naive
+from pipeline.config import Settings
+from pipeline.market.base import MarketDataError, MarketSource
+from pipeline.market.timegrid import grid_offset_expr, grid_offset_ms, interval_ms, to_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,
@@ -62,19 +63,6 @@ class IngestReport:
     @property
     def missing_bars(self) -> int:
         return sum(item.get("missing_bars", 0) for item in self.per_series)
-
-
-def grid_offset_expr(intervals: Sequence[str]) -> pl.Expr:
-    """How far each row's ts lies off its interval's grid, in ms (0 when on it)."""
-    offset = pl.lit(0, dtype=pl.Int64)
-    for interval in intervals:
-        step, shift = interval_ms(interval), grid_offset_ms(interval)
-        offset = (
-            pl.when(pl.col("interval") == interval)
-            .then((pl.col("ts").dt.epoch("ms") - shift) % step)
-            .otherwise(offset)
-        )
-    return offset
 
 
 def candle_problems(frame: pl.DataFrame, max_examples: int = 5) -> list[str]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.config import interval_ms
-from pipeline.market.ingest import grid_offset_expr
+from pipeline.market.timegrid import grid_offset_expr, interval_ms
 from pipeline.quality.runner import SuiteOutcome, gx, run_expectations
 
 CANDLE_KEY = ("symbol", "interval", "ts")
