@@ -1,12 +1,14 @@
-"""Every indicator of ``features.candle_features``, computed exactly with polars.
+"""Every indicator of ``features.candle_features``, computed exactly (numba kernels over numpy arrays).
 
-One series is one (symbol, interval), in ts order. Every expression is causal:
-rolling windows end at the row, exponential recursions run forward, as-of
-joins look backward. So a feature at ``ts`` depends only on candles with open
-time <= ``ts`` (and funding / open interest / order-book data known by then).
+One series is one (symbol, interval), in ts order. Every computation is causal:
+rolling windows end at the row, exponential recursions run forward, coarser
+bars are read as of each row (backward). So a feature at ``ts`` depends only
+on candles with open time <= ``ts`` (and funding / open interest / order-book
+data known by then).
 
 Recursive indicators are exact, not approximations. They follow TA-Lib's
-definitions, seeds included:
+definitions, seeds included (kernels in pipeline.features.recursive, window
+statistics in pipeline.features.rolling_windows):
 
 * EMA(n): alpha = 2/(n+1), seeded with the simple mean of the first n values.
 * Wilder smoothing (RSI, ATR): alpha = 1/n, seeded with the mean of the first
@@ -21,8 +23,8 @@ definitions, seeds included:
 
 A recursion is a function of the whole history, so an incremental run cannot
 recompute "the last n bars" and stay exact. We recompute each series from its
-first candle (a few hundred milliseconds for a year of 1m bars) and write only
-the requested days; see dbt_features/models/features/candle_features.md.
+first candle (well under a second for a year of 1m bars) and write only the
+requested days (features_for_window; see the dbt model's docstring).
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+from numba import njit
 
-from pipeline.market.timegrid import bars_per_year, interval_ms
 from pipeline.features.columns import HTF_FEATURES
+from pipeline.features.recursive import atr, directional_index, ema, ema_family, obv, rsi, true_range
+from pipeline.features.rolling_windows import rolling_max, rolling_mean, rolling_min, rolling_std, rolling_sum
+from pipeline.market.timegrid import bars_per_year, interval_ms
 
 KEYS = ("symbol", "interval", "ts")
 # The staging columns compute_candle_features uses (others are dropped from its output anyway).
@@ -61,227 +68,252 @@ COARSER_INTERVALS: dict[str, tuple[str, str]] = {
     "360": ("D", "W"),
     "720": ("D", "W"),
 }
-_TRUNCATE_EVERY = {"15": "15m", "60": "1h", "240": "4h", "720": "12h", "D": "1d", "W": "1w"}
+# Coarse bars open at multiples of their length since the epoch; weeks on Mondays (the epoch was a Thursday).
+_WEEK_OFFSET_US = 4 * 86_400 * 1_000_000
 
 
-# ---------------------------------------------------------------- expressions
-def _idx() -> pl.Expr:
-    return pl.int_range(pl.len(), dtype=pl.Int64)
+# ---------------------------------------------------------------- columns
+class _Columns:
+    """Output columns of one series: float64 / int8 arrays with the rows that are NULL.
 
-
-def seeded_ewm(x: pl.Expr, first: int, n_seed: int, alpha: float) -> pl.Expr:
-    """y[s] = mean(x[first..s]) with s = first + n_seed - 1; then y[t] = y[t-1] + alpha (x[t] - y[t-1]).
-
-    Rows before the seed are NULL. ``x`` must be valid from ``first`` on.
+    ``nulls`` is the length of the NULL warm-up prefix (an int) or a boolean
+    validity mask. Built into polars through Arrow buffers (no copy of the
+    values, one small validity bitmap per column).
     """
-    seed_at = first + n_seed - 1
-    idx = _idx()
-    seeded = pl.when(idx < seed_at).then(None).when(idx == seed_at).then(x.rolling_mean(n_seed)).otherwise(x)
-    return seeded.ewm_mean(alpha=alpha, adjust=False)
+
+    def __init__(self, height: int) -> None:
+        self.height = height
+        self.arrays: dict[str, pa.Array] = {}
+
+    def add(self, name: str, values: np.ndarray, nulls: int | np.ndarray = 0) -> None:
+        n = self.height
+        if isinstance(nulls, np.ndarray):
+            bitmap = None if nulls.all() else pa.py_buffer(np.packbits(nulls, bitorder="little"))
+        elif nulls <= 0:
+            bitmap = None
+        elif nulls >= n:
+            bitmap = pa.py_buffer(np.zeros((n + 7) // 8, dtype=np.uint8))
+        else:
+            bits = np.full((n + 7) // 8, 0xFF, dtype=np.uint8)
+            bits[: nulls // 8] = 0
+            if nulls % 8:
+                bits[nulls // 8] = (0xFF << (nulls % 8)) & 0xFF
+            bitmap = pa.py_buffer(bits)
+        values = np.ascontiguousarray(values)
+        kind = pa.int8() if values.dtype == np.int8 else pa.float64()
+        self.arrays[name] = pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(values)])
+
+    def frame(self) -> pl.DataFrame:
+        return pl.from_arrow(pa.table(self.arrays))
 
 
-def ema(x: pl.Expr, n: int, first: int = 0) -> pl.Expr:
-    """TA-Lib EMA: alpha 2/(n+1), seeded with the SMA of the first n values."""
-    return seeded_ewm(x, first, n, 2.0 / (n + 1))
+# Division by a constant is written as a product with its reciprocal: polars evaluates `x / 3.0` so, and the
+# values stay bit-identical to the polars expressions these arrays replaced.
 
 
-def wilder(x: pl.Expr, n: int, first: int = 1) -> pl.Expr:
-    """Wilder's smoothing (alpha 1/n) seeded with the mean of the first n values."""
-    return seeded_ewm(x, first, n, 1.0 / n)
-
-
-def _div(num: pl.Expr, den: pl.Expr, when_zero: float | pl.Expr) -> pl.Expr:
-    """num / den, with a stated value where den == 0 (never inf/NaN)."""
-    return pl.when(den != 0).then(num / den).otherwise(when_zero)
-
-
-def rsi(close: pl.Expr, n: int = 14) -> pl.Expr:
-    """Wilder RSI (TA-Lib): 100 * avg_gain / (avg_gain + avg_loss); 0 when both are 0."""
-    change = close.diff()
-    avg_gain = wilder(pl.when(change > 0).then(change).otherwise(0.0), n)
-    avg_loss = wilder(pl.when(change < 0).then(-change).otherwise(0.0), n)
-    return 100.0 * _div(avg_gain, avg_gain + avg_loss, 0.0)  # ratio first: never above 100 by rounding
-
-
-def true_range() -> pl.Expr:
-    prev_close = pl.col("close").shift(1)
-    return pl.max_horizontal(
-        pl.col("high") - pl.col("low"),
-        (pl.col("high") - prev_close).abs(),
-        (pl.col("low") - prev_close).abs(),
-    ).fill_null(strategy="zero").pipe(lambda e: pl.when(_idx() == 0).then(None).otherwise(e))
-
-
-def directional_movement() -> tuple[pl.Expr, pl.Expr]:
-    """(+DM, -DM) as TA-Lib defines them; NULL on the first bar."""
-    up = pl.col("high") - pl.col("high").shift(1)
-    down = pl.col("low").shift(1) - pl.col("low")
-    plus_dm = pl.when((up > 0) & (up > down)).then(up).otherwise(0.0)
-    minus_dm = pl.when((down > 0) & (down > up)).then(down).otherwise(0.0)
-    first = _idx() == 0
-    return (
-        pl.when(first).then(None).otherwise(plus_dm),
-        pl.when(first).then(None).otherwise(minus_dm),
-    )
-
-
-def _tema_sum_smoothing(x: pl.Expr, n: int) -> pl.Expr:
-    """TA-Lib's DM/TR running sum S[t] = S[t-1] - S[t-1]/n + x[t], seeded with the sum of x[1..n-1].
-
-    Returned divided by n (an alpha-1/n EWM); the DI ratios are unchanged by the scale.
-    """
-    idx = _idx()
-    seed_at = n - 1
-    seeded = pl.when(idx < seed_at).then(None).when(idx == seed_at).then(x.rolling_sum(n - 1) / n).otherwise(x)
-    return seeded.ewm_mean(alpha=1.0 / n, adjust=False)
-
-
-def with_adx(frame: pl.DataFrame, n: int = 14) -> pl.DataFrame:
-    """Add +DI, -DI and ADX (Wilder, TA-Lib seeding): DI from bar n, ADX from bar 2n-1.
-
-    Built in stages (materialised columns), so no sub-expression is evaluated twice.
-    """
-    plus_dm, minus_dm = directional_movement()
-    idx = _idx()
-    out = frame.with_columns(_pdm=plus_dm, _mdm=minus_dm, _tr=true_range())
-    out = out.with_columns(
-        _s_plus=_tema_sum_smoothing(pl.col("_pdm"), n),
-        _s_minus=_tema_sum_smoothing(pl.col("_mdm"), n),
-        _s_tr=_tema_sum_smoothing(pl.col("_tr"), n),
-    )
-    out = out.with_columns(
-        pl.when(idx >= n).then(_div(100.0 * pl.col("_s_plus"), pl.col("_s_tr"), 0.0)).alias(f"plus_di_{n}"),
-        pl.when(idx >= n).then(_div(100.0 * pl.col("_s_minus"), pl.col("_s_tr"), 0.0)).alias(f"minus_di_{n}"),
-    )
-    plus_di, minus_di = pl.col(f"plus_di_{n}"), pl.col(f"minus_di_{n}")
-    out = out.with_columns(_dx=_div(100.0 * (plus_di - minus_di).abs(), plus_di + minus_di, 0.0))
-    out = out.with_columns(seeded_ewm(pl.col("_dx"), n, n, 1.0 / n).alias(f"adx_{n}"))
-    return out.drop(["_pdm", "_mdm", "_tr", "_s_plus", "_s_minus", "_s_tr", "_dx"])
+def _ratio(num: np.ndarray, den: np.ndarray, when_zero: float | np.ndarray, den_nulls: int = 0) -> np.ndarray:
+    """num / den, with a stated value where den == 0 or den is NULL (its first ``den_nulls`` rows)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den != 0, num / den, when_zero)
+    out[:den_nulls] = when_zero[:den_nulls] if isinstance(when_zero, np.ndarray) else when_zero
+    return out
 
 
 # ---------------------------------------------------------------- one series
-def series_features(frame: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """All base-interval features of one (symbol, interval) series sorted by ts."""
-    annualise = math.sqrt(bars_per_year(interval))
-    c, h, low, o, v = (pl.col(name) for name in ("close", "high", "low", "open", "volume"))
-    hl = h - low
-    log_ret = (c / c.shift(1)).log()
-    typical = (h + low + c) / 3.0
-    price_volume = pl.coalesce(pl.col("turnover"), typical * v)
-
-    out = frame.with_columns(
-        bar_index=_idx(),
-        ret_1=c / c.shift(1) - 1.0,
-        log_ret_1=log_ret,
-        range_pct=hl / c,
-        close_pos=_div(c - low, hl, 0.5),
-        body_ratio=_div(c - o, hl, 0.0),
-        _vol_sma_20=v.rolling_mean(20),
-        volume_cv_20=_div(v.rolling_std(20), v.rolling_mean(20), 0.0),
-        realized_vol_20=log_ret.rolling_std(20) * annualise,
-        parkinson_vol_20=((h / low).log().pow(2).rolling_mean(20) / (4.0 * math.log(2.0))).sqrt() * annualise,
-        rsi_14=rsi(c, 14),
-        ema_9=ema(c, 9),
-        ema_12=ema(c, 12),
-        ema_20=ema(c, 20),
-        ema_21=ema(c, 21),
-        ema_26=ema(c, 26),
-        ema_50=ema(c, 50),
-        ema_200=ema(c, 200),
-        bb_mid_20=c.rolling_mean(20),
-        _bb_std_20=c.rolling_std(20, ddof=0),
-        tr=true_range(),
-        obv=(pl.when(_idx() == 0).then(v).otherwise(c.diff().sign() * v)).cum_sum(),
-        _pv_20=price_volume.rolling_sum(20),
-        _v_20=v.rolling_sum(20),
-        _hh_14=h.rolling_max(14),
-        _ll_14=low.rolling_min(14),
-    ).pipe(with_adx, 14)
-    out = out.with_columns(
-        volume_ratio_20=_div(v, pl.col("_vol_sma_20"), 1.0),
-        macd=pl.col("ema_12") - pl.col("ema_26"),
-        bb_upper_20=pl.col("bb_mid_20") + 2.0 * pl.col("_bb_std_20"),
-        bb_lower_20=pl.col("bb_mid_20") - 2.0 * pl.col("_bb_std_20"),
-        atr_14=wilder(pl.col("tr"), 14),
-        obv_slope_20=_div(pl.col("obv") - pl.col("obv").shift(20), pl.col("_v_20"), 0.0),
-        vwap_20=_div(pl.col("_pv_20"), pl.col("_v_20"), c),
-        stoch_k_14=100.0 * _div(c - pl.col("_ll_14"), pl.col("_hh_14") - pl.col("_ll_14"), 0.0),
-        **{f"ema_dist_{n}": c / pl.col(f"ema_{n}") - 1.0 for n in (9, 21, 50, 200)},
-    )
-    out = out.with_columns(
-        macd_signal=ema(pl.col("macd"), 9, first=25),
-        bb_pct_b_20=_div(c - pl.col("bb_lower_20"), pl.col("bb_upper_20") - pl.col("bb_lower_20"), 0.5),
-        bb_width_20=(pl.col("bb_upper_20") - pl.col("bb_lower_20")) / pl.col("bb_mid_20"),
-        atr_pct_14=pl.col("atr_14") / c,
-        obv_direction=pl.col("obv_slope_20").sign().cast(pl.Int8),
-        vwap_dist_20=c / pl.col("vwap_20") - 1.0,
-        stoch_d_3=pl.col("stoch_k_14").rolling_mean(3),
-        kc_upper_20=pl.col("ema_20") + 2.0 * pl.col("atr_14"),
-        kc_lower_20=pl.col("ema_20") - 2.0 * pl.col("atr_14"),
-    )
-    out = out.with_columns(
-        macd_hist=pl.col("macd") - pl.col("macd_signal"),
-        macd_pct=pl.col("macd") / c,
-        macd_signal_pct=pl.col("macd_signal") / c,
-        kc_pos_20=_div(c - pl.col("kc_lower_20"), pl.col("kc_upper_20") - pl.col("kc_lower_20"), 0.5),
-    ).with_columns(macd_hist_pct=pl.col("macd_hist") / c)
-    return out.drop([name for name in out.columns if name.startswith("_")])
+EMA_SPANS = (9, 12, 20, 21, 26, 50, 200)
+OUTPUT_FIRST = ["symbol", "interval", "ts", "bar_index", "is_warmup", "is_after_gap"]
+# per coarser level, in the table's column order
+HTF_COLUMNS = [
+    f"htf{level}_{name}" for level in (1, 2) for name in ("log_ret", "rsi_14", "realized_vol_20", "interval", "ema_dist_21")
+]
 
 
-def coarse_bars(frame: pl.DataFrame, base_interval: str, coarse_interval: str, prefix: str) -> pl.DataFrame:
-    """Coarser bars of one series with their indicators and the ts from which each is visible.
+@njit(cache=True)
+def log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ln(a / b) elementwise (libm log, as polars' ``log``; numpy's SIMD log can differ in the last bit)."""
+    out = np.empty(a.size)
+    for i in range(a.size):
+        out[i] = math.log(a[i] / b[i])
+    return out
 
-    A coarse bar is visible on a base row only once its last base bar has
-    opened (``available_from = coarse open + coarse length - base length``),
-    i.e. once every base candle in it is known. Columns are named ``prefix + name``.
+
+def series_features(series: pl.DataFrame, interval: str) -> pl.DataFrame:
+    """All features of one (symbol, interval) series sorted by ts, without the market-structure columns.
+
+    Each family is one kernel (pipeline.features.recursive for recursions,
+    pipeline.features.rolling_windows for windows); the formulas are in their
+    docstrings. ``nulls`` beside each column is its NULL warm-up prefix.
     """
-    coarse_ms = interval_ms(coarse_interval)
-    base_ms = interval_ms(base_interval)
-    bars = (
-        frame.group_by(pl.col("ts").dt.truncate(_TRUNCATE_EVERY[coarse_interval]).alias("_coarse_ts"), maintain_order=True)
-        .agg(pl.col("close").last())
-        .sort("_coarse_ts")
+    n = series.height
+    o, h, low, c, v = (series[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    turnover = series["turnover"]
+    annualise = math.sqrt(bars_per_year(interval))
+    cols = _Columns(n)
+
+    # candle shape: ret = c/c[-1] - 1, log return, range / close, close position and body in the range
+    prev_c = np.concatenate(([np.nan], c[:-1]))[:n]
+    hl = h - low
+    log_ret = log_ratio(c, prev_c)
+    # volume and volatility windows (20): CV = std/mean, realized = std(log ret) * sqrt(bars/year),
+    # Parkinson = sqrt(mean(ln(h/l)^2) / (4 ln 2)) * sqrt(bars/year)
+    vol_sum_20 = rolling_sum(v, 20)
+    vol_sma_20 = vol_sum_20 / 20
+    realized = np.full(n, np.nan)
+    realized[1:] = rolling_std(log_ret[1:], 20, 1) * annualise
+    hl_log = log_ratio(h, low)
+    parkinson = np.sqrt(rolling_mean(hl_log * hl_log, 20) * (1.0 / (4.0 * math.log(2.0)))) * annualise
+    # momentum and trend
+    rsi_14 = rsi(c, 14)
+    emas = dict(zip(EMA_SPANS, ema_family(c, np.array(EMA_SPANS, dtype=np.int64)), strict=True))
+    # Bollinger (20, 2 population std), true range, ATR, OBV, ADX
+    bb_mid = rolling_mean(c, 20)
+    bb_std = rolling_std(c, 20, 0)
+    bb_upper, bb_lower = bb_mid + 2.0 * bb_std, bb_mid - 2.0 * bb_std
+    tr = true_range(h, low, c)
+    atr_14 = atr(tr, 14)
+    obv_ = obv(c, v)
+    plus_di, minus_di, adx = directional_index(h, low, tr, 14)
+    # VWAP(20) = sum(turnover, else typical price * volume) / sum(volume); close where no volume
+    price_volume = (h + low + c) * (1.0 / 3.0) * v
+    if turnover.null_count() < n:
+        price_volume = np.where(turnover.is_not_null().to_numpy(), turnover.fill_null(0.0).to_numpy(), price_volume)
+    vwap = _ratio(rolling_sum(price_volume, 20), vol_sum_20, c, 19)
+    # OBV slope = (OBV - OBV[-20]) / sum(volume, 20): NULL on bar 19 (no OBV 20 bars back) unless that sum is 0
+    obv_back = np.concatenate((np.full(min(20, n), np.nan), obv_[:-20]))
+    obv_slope = _ratio(obv_ - obv_back, vol_sum_20, 0.0, 19)
+    obv_valid = np.ones(n, dtype=bool)
+    if n > 19 and vol_sum_20[19] != 0:
+        obv_valid[19] = False
+    # stochastic %K(14) = 100 (c - lowest low) / (highest high - lowest low), %D = mean(%K, 3)
+    hh, ll = rolling_max(h, 14), rolling_min(low, 14)
+    stoch_k = 100.0 * _ratio(c - ll, hh - ll, 0.0, 13)
+    macd = emas[12] - emas[26]
+    macd_signal = ema(macd, 9, 25)
+    kc_upper, kc_lower = emas[20] + 2.0 * atr_14, emas[20] - 2.0 * atr_14
+    macd_hist = macd - macd_signal
+
+    cols.add("ret_1", c / prev_c - 1.0, 1)
+    cols.add("log_ret_1", log_ret, 1)
+    cols.add("range_pct", hl / c)
+    cols.add("close_pos", _ratio(c - low, hl, 0.5))
+    cols.add("body_ratio", _ratio(c - o, hl, 0.0))
+    cols.add("volume_cv_20", _ratio(rolling_std(v, 20, 1), vol_sma_20, 0.0, 19))
+    cols.add("realized_vol_20", realized, 20)
+    cols.add("parkinson_vol_20", parkinson, 19)
+    cols.add("rsi_14", rsi_14)
+    for span in EMA_SPANS:
+        cols.add(f"ema_{span}", emas[span], span - 1)
+    cols.add("bb_mid_20", bb_mid, 19)
+    cols.add("tr", tr, 1)
+    cols.add("obv", obv_)
+    cols.add("plus_di_14", plus_di, 14)
+    cols.add("minus_di_14", minus_di, 14)
+    cols.add("adx_14", adx, 27)
+    cols.add("volume_ratio_20", _ratio(v, vol_sma_20, 1.0, 19))
+    cols.add("macd", macd, 25)
+    cols.add("bb_upper_20", bb_upper, 19)
+    cols.add("bb_lower_20", bb_lower, 19)
+    cols.add("atr_14", atr_14, 14)
+    cols.add("obv_slope_20", obv_slope, obv_valid)
+    cols.add("vwap_20", vwap)
+    cols.add("stoch_k_14", stoch_k)
+    for span in (9, 21, 50, 200):
+        cols.add(f"ema_dist_{span}", c / emas[span] - 1.0, span - 1)
+    cols.add("macd_signal", macd_signal, 33)
+    cols.add("bb_pct_b_20", _ratio(c - bb_lower, bb_upper - bb_lower, 0.5, 19))
+    cols.add("bb_width_20", (bb_upper - bb_lower) / bb_mid, 19)
+    cols.add("atr_pct_14", atr_14 / c, 14)
+    cols.add("obv_direction", np.sign(np.nan_to_num(obv_slope)).astype(np.int8), obv_valid)
+    cols.add("vwap_dist_20", c / vwap - 1.0)
+    cols.add("stoch_d_3", rolling_mean(stoch_k, 3), 2)
+    cols.add("kc_upper_20", kc_upper, 19)
+    cols.add("kc_lower_20", kc_lower, 19)
+    cols.add("macd_hist", macd_hist, 33)
+    cols.add("macd_pct", macd / c, 25)
+    cols.add("macd_signal_pct", macd_signal / c, 33)
+    cols.add("kc_pos_20", _ratio(c - kc_lower, kc_upper - kc_lower, 0.5, 19))
+    cols.add("macd_hist_pct", macd_hist / c, 33)
+
+    ts_us = series["ts"].to_physical().to_numpy()
+    htf_ready = join_coarser(cols, ts_us, c, interval)
+    out = series.select("symbol", "interval", "ts", "is_after_gap").hstack(cols.frame())
+    bar_index = np.arange(n, dtype=np.int64)
+    out = out.with_columns(
+        bar_index=pl.Series(bar_index),
+        is_warmup=pl.Series((bar_index < WARMUP_BARS - 1) | ~htf_ready),
     )
+    levels = COARSER_INTERVALS.get(interval)
+    out = out.with_columns(
+        pl.lit(None if levels is None else levels[level - 1], pl.String).alias(f"htf{level}_interval") for level in (1, 2)
+    )
+    return out.select(*OUTPUT_FIRST, *[name for name in out.columns if name not in OUTPUT_FIRST and not name.startswith("htf")],
+                      *HTF_COLUMNS)
+
+
+def _bucket_start_us(ts_us: np.ndarray, coarse_interval: str) -> np.ndarray:
+    """The open time (epoch us) of the coarse bar holding each ts: floor to the bar length, weeks from Monday."""
+    every = interval_ms(coarse_interval) * 1000
+    offset = _WEEK_OFFSET_US if coarse_interval == "W" else 0
+    return (ts_us - offset) // every * every + offset
+
+
+def coarse_bars(ts_us: np.ndarray, close: np.ndarray, base_interval: str, coarse_interval: str):
+    """Coarser bars of one sorted series: when each is visible, and its indicators.
+
+    A coarse bar's close is the close of its last base candle. It is visible on
+    a base row only once its last base bar has opened (``available_from =
+    coarse open + coarse length - base length``), i.e. once every base candle
+    in it is known. Returns (available_from_us, {name: (values, nulls)}).
+    """
+    bucket = _bucket_start_us(ts_us, coarse_interval)
+    last = np.flatnonzero(np.append(bucket[1:] != bucket[:-1], True))
+    closes = close[last]
+    available_from = bucket[last] + (interval_ms(coarse_interval) - interval_ms(base_interval)) * 1000
     annualise = math.sqrt(bars_per_year(coarse_interval))
-    c = pl.col("close")
-    log_ret = (c / c.shift(1)).log()
-    return bars.select(
-        pl.col("_coarse_ts") + pl.duration(milliseconds=coarse_ms - base_ms),
-        _idx().alias(f"_{prefix}index"),
-        log_ret.alias(f"{prefix}log_ret"),
-        rsi(c, 14).alias(f"{prefix}rsi_14"),
-        ema(c, 21).alias(f"_{prefix}ema_21"),
-        (log_ret.rolling_std(20) * annualise).alias(f"{prefix}realized_vol_20"),
-    ).rename({"_coarse_ts": "_available_from"})
+    log_ret = log_ratio(closes, np.concatenate(([np.nan], closes[:-1])))
+    realized = np.full(closes.size, np.nan)
+    realized[1:] = rolling_std(log_ret[1:], 20, 1) * annualise
+    features = {
+        "log_ret": (log_ret, 1),
+        "rsi_14": (rsi(closes, 14), 0),
+        "realized_vol_20": (realized, 20),
+        "ema_21": (ema(closes, 21, 0), 20),
+    }
+    return available_from, features
 
 
-def join_coarser(base: pl.DataFrame, frame: pl.DataFrame, interval: str) -> pl.DataFrame:
-    """Join the features of the two coarser timeframes as of each base row (no look-ahead).
+def join_coarser(cols: _Columns, ts_us: np.ndarray, close: np.ndarray, interval: str) -> np.ndarray:
+    """Add the features of the two coarser timeframes as of each base row (no look-ahead); return htf readiness.
 
+    Each base row reads the last coarse bar with ``available_from <= ts``.
     ``htf{level}_ema_dist_21`` compares the base close with the coarse EMA21
-    of the last closed coarse bar.
+    of that bar. Ready once both timeframes have HTF_WARMUP_BARS bars.
     """
     levels = COARSER_INTERVALS.get(interval)
-    out = base
-    htf_ready = pl.lit(True)
-    for level in (1, 2):
-        prefix = f"htf{level}_"
-        if levels is None:
-            out = out.with_columns(
-                pl.lit(None, pl.String).alias(f"{prefix}interval"),
-                *[pl.lit(None, pl.Float64).alias(prefix + name) for name in HTF_FEATURES],
-            )
-            htf_ready = pl.lit(False)
-            continue
-        coarse_interval = levels[level - 1]
-        bars = coarse_bars(frame, interval, coarse_interval, prefix)
-        out = out.join_asof(bars, left_on="ts", right_on="_available_from", strategy="backward")
-        out = out.with_columns(
-            pl.lit(coarse_interval).alias(f"{prefix}interval"),
-            (pl.col("close") / pl.col(f"_{prefix}ema_21") - 1.0).alias(f"{prefix}ema_dist_21"),
-        ).drop(["_available_from", f"_{prefix}ema_21"])
-        htf_ready = htf_ready & (pl.col(f"_{prefix}index").fill_null(-1) >= HTF_WARMUP_BARS - 1)
-    return out.with_columns(_htf_ready=htf_ready)
+    n = ts_us.size
+    if levels is None:
+        for level in (1, 2):
+            for name in HTF_FEATURES:
+                cols.add(f"htf{level}_{name}", np.zeros(n), n)
+        return np.zeros(n, dtype=bool)
+    ready = np.ones(n, dtype=bool)
+    for level, coarse_interval in enumerate(levels, start=1):
+        available_from, features = coarse_bars(ts_us, close, interval, coarse_interval)
+        row = np.searchsorted(available_from, ts_us, side="right") - 1  # -1: no coarse bar visible yet
+        take = np.maximum(row, 0)
+
+        def visible(values: np.ndarray, nulls: int, take=take, row=row) -> tuple[np.ndarray, int]:
+            # rows are non-decreasing, so the NULL rows (no bar yet, or a bar in warm-up) are a prefix
+            return values[take], int(np.searchsorted(row, nulls, side="left"))
+
+        ema_21, ema_nulls = visible(*features["ema_21"])
+        for name in HTF_FEATURES:
+            if name == "ema_dist_21":
+                cols.add(f"htf{level}_ema_dist_21", close / ema_21 - 1.0, ema_nulls)
+            else:
+                cols.add(f"htf{level}_{name}", *visible(*features[name]))
+        ready &= row >= HTF_WARMUP_BARS - 1
+    return ready
 
 
 def _asof_market_structure(
@@ -345,7 +377,33 @@ def _asof_market_structure(
     return out
 
 
-OUTPUT_FIRST = ["symbol", "interval", "ts", "bar_index", "is_warmup", "is_after_gap"]
+def _sorted_series(candles: pl.DataFrame) -> list[pl.DataFrame]:
+    """The (symbol, interval) series of ``candles``, each sorted by ts, in (symbol, interval) order.
+
+    Input already in key order (what the dbt model passes) is only checked and
+    sliced; anything else is sorted first. A duplicate ts is a clear error.
+    """
+    for attempt in ("as given", "sorted"):
+        keys = candles.select(
+            _start=(pl.col("symbol") != pl.col("symbol").shift(1)) | (pl.col("interval") != pl.col("interval").shift(1))
+        )["_start"]
+        starts = np.flatnonzero(keys.fill_null(True).to_numpy()) if candles.height else np.zeros(0, np.int64)
+        bounds = [*starts.tolist(), candles.height]
+        labels = [(candles["symbol"][i], candles["interval"][i]) for i in starts.tolist()]
+        ts_us = candles["ts"].to_physical().to_numpy()
+        step = np.diff(ts_us)
+        step[starts[1:] - 1] = 1  # a new series may start at any ts
+        in_order = all(a < b for a, b in zip(labels, labels[1:])) and not (step < 0).any()
+        if in_order:
+            break
+        candles = candles.sort(KEYS)
+    if (step == 0).any():
+        at = int(np.argmax(step == 0)) + 1
+        symbol, interval = candles["symbol"][at], candles["interval"][at]
+        raise ValueError(
+            f"candles for {symbol} {interval}: duplicate ts {candles['ts'][at]} (deduplicate in stg_candles first)"
+        )
+    return [candles.slice(lo, hi - lo) for lo, hi in zip(bounds, bounds[1:])]
 
 
 def compute_candle_features(
@@ -369,29 +427,26 @@ def compute_candle_features(
         candles = candles.with_columns(turnover=pl.lit(None, pl.Float64))
     if "is_after_gap" not in candles.columns:
         candles = candles.with_columns(is_after_gap=pl.lit(False))
-    candles = candles.with_columns(pl.col("ts").cast(pl.Datetime("us")), pl.col("turnover").cast(pl.Float64))
+    candles = candles.select(
+        "symbol",
+        "interval",
+        pl.col("ts").cast(pl.Datetime("us")),
+        *[pl.col(name).cast(pl.Float64) for name in ("open", "high", "low", "close", "volume", "turnover")],
+        "is_after_gap",
+    )
+    for name in ("symbol", "interval", "ts", "open", "high", "low", "close", "volume"):
+        if candles[name].null_count():
+            row = candles.row(int(candles[name].is_null().arg_max()), named=True)
+            raise ValueError(f"candles for {row['symbol']} {row['interval']}: NULL {name} at ts {row['ts']}")
     frames = []
-    for (symbol, interval), series in candles.sort(KEYS).group_by(["symbol", "interval"], maintain_order=True):
-        dupes = series.filter(pl.col("ts").is_duplicated())
-        if dupes.height:
-            raise ValueError(
-                f"candles for {symbol} {interval}: duplicate ts {dupes['ts'][0]} (deduplicate in stg_candles first)"
-            )
+    for series in _sorted_series(candles):
+        interval = series["interval"][0]
         interval_ms(interval)  # clear error on an unknown interval code
         out = series_features(series, interval)
-        out = join_coarser(out, series, interval)
-        out = _asof_market_structure(out, interval, funding, open_interest, orderbook)
-        out = out.with_columns(
-            is_warmup=(pl.col("bar_index") < WARMUP_BARS - 1) | ~pl.col("_htf_ready"),
-        )
-        frames.append(out)
+        frames.append(_asof_market_structure(out, interval, funding, open_interest, orderbook))
     if not frames:
         return empty_candle_features()
-    result = pl.concat(frames, how="vertical")
-    passthrough = [c for c in candles.columns if c not in OUTPUT_FIRST]  # inputs (OHLCV, source, ...) are not features
-    drop = passthrough + [c for c in result.columns if c.startswith("_")]
-    result = result.drop([c for c in drop if c in result.columns])
-    return result.select(OUTPUT_FIRST + [c for c in result.columns if c not in OUTPUT_FIRST])
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
 
 
 def features_for_window(
