@@ -111,11 +111,28 @@ class _Columns:
 # values stay bit-identical to the polars expressions these arrays replaced.
 
 
+@njit(cache=True)
+def _ratio_kernel(num: np.ndarray, den: np.ndarray, when_zero: np.ndarray, den_nulls: int) -> np.ndarray:
+    out = np.empty(num.size)
+    for i in range(num.size):
+        out[i] = num[i] / den[i] if i >= den_nulls and den[i] != 0 else when_zero[i if when_zero.size > 1 else 0]
+    return out
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, when_zero: float | np.ndarray, den_nulls: int = 0) -> np.ndarray:
     """num / den, with a stated value where den == 0 or den is NULL (its first ``den_nulls`` rows)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(den != 0, num / den, when_zero)
-    out[:den_nulls] = when_zero[:den_nulls] if isinstance(when_zero, np.ndarray) else when_zero
+    return _ratio_kernel(num, den, np.atleast_1d(np.asarray(when_zero, dtype=np.float64)), den_nulls)
+
+
+@njit(cache=True)
+def _asof_rows(available_from: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """For each ts (sorted), the last index i with available_from[i] <= ts, or -1 (a backward as-of match)."""
+    out = np.empty(ts.size, dtype=np.int64)
+    i = -1
+    for t in range(ts.size):
+        while i + 1 < available_from.size and available_from[i + 1] <= ts[t]:
+            i += 1
+        out[t] = i
     return out
 
 
@@ -299,12 +316,12 @@ def join_coarser(cols: _Columns, ts_us: np.ndarray, close: np.ndarray, interval:
     ready = np.ones(n, dtype=bool)
     for level, coarse_interval in enumerate(levels, start=1):
         available_from, features = coarse_bars(ts_us, close, interval, coarse_interval)
-        row = np.searchsorted(available_from, ts_us, side="right") - 1  # -1: no coarse bar visible yet
+        row = _asof_rows(available_from, ts_us)  # -1: no coarse bar visible yet
         take = np.maximum(row, 0)
 
         def visible(values: np.ndarray, nulls: int, take=take, row=row) -> tuple[np.ndarray, int]:
             # rows are non-decreasing, so the NULL rows (no bar yet, or a bar in warm-up) are a prefix
-            return values[take], int(np.searchsorted(row, nulls, side="left"))
+            return np.take(values, take), int(np.searchsorted(row, nulls, side="left"))
 
         ema_21, ema_nulls = visible(*features["ema_21"])
         for name in HTF_FEATURES:

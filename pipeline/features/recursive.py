@@ -65,26 +65,27 @@ def ema(x: np.ndarray, n: int, first: int) -> np.ndarray:
 
 @njit(cache=True)
 def ema_family(x: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """EMA(n) of x for every n in ``spans`` in one pass; row k is EMA(spans[k]) (same values as ``ema``)."""
+    """EMA(n) of x for every n in ``spans`` (ascending) in one pass; row k is EMA(spans[k]) (same values as ``ema``)."""
     n = x.size
     k_count = spans.size
     out = np.full((k_count, n), np.nan)
     y = np.zeros(k_count)
     r = np.zeros(k_count)
-    seed_at = np.zeros(k_count, dtype=np.int64)
     for k in range(k_count):
         span = spans[k]
-        seed_at[k] = span - 1
         r[k] = _step_factor(2.0 / (span + 1))
         if span - 1 < n:
             y[k] = _kahan_sum(x, 0, span) / span
             out[k, span - 1] = y[k]
-    for t in range(n):
+            # run each EMA alone up to the last seed, then all together (independent chains, no branches)
+            for t in range(span, min(spans[k_count - 1], n)):
+                y[k] = y[k] + (x[t] - y[k]) * r[k]
+                out[k, t] = y[k]
+    for t in range(spans[k_count - 1], n):
         xt = x[t]
         for k in range(k_count):
-            if t > seed_at[k]:
-                y[k] = y[k] + (xt - y[k]) * r[k]
-                out[k, t] = y[k]
+            y[k] = y[k] + (xt - y[k]) * r[k]
+            out[k, t] = y[k]
     return out
 
 

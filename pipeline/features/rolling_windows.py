@@ -82,22 +82,20 @@ def rolling_std(x: np.ndarray, w: int, ddof: int) -> np.ndarray:
 
 @njit(cache=True)
 def _rolling_extreme(x: np.ndarray, w: int, sign: float) -> np.ndarray:
-    # monotonic deque of indices whose sign * x is decreasing: the front is the window's extreme
+    # van Herk / Gil-Werman: running extremes forward and backward within blocks of w rows;
+    # a window [t-w+1, t] spans at most two blocks: extreme(backward[t-w+1], forward[t])
     n = x.size
     out = np.full(n, np.nan)
-    dq = np.empty(n, dtype=np.int64)
-    head = 0
-    tail = 0
+    forward = np.empty(n)
+    backward = np.empty(n)
     for t in range(n):
         v = sign * x[t]
-        while tail > head and sign * x[dq[tail - 1]] <= v:
-            tail -= 1
-        dq[tail] = t
-        tail += 1
-        if dq[head] <= t - w:
-            head += 1
-        if t >= w - 1:
-            out[t] = x[dq[head]]
+        forward[t] = v if t % w == 0 else max(forward[t - 1], v)
+    for t in range(n - 1, -1, -1):
+        v = sign * x[t]
+        backward[t] = v if (t + 1) % w == 0 or t == n - 1 else max(backward[t + 1], v)
+    for t in range(w - 1, n):
+        out[t] = sign * max(backward[t - w + 1], forward[t])
     return out
 
 
