@@ -152,3 +152,44 @@ def model_runs_for_market(symbol: str, interval: str, inputs: EngineInputs, pred
             continue
         runs.append(model_run(arch, symbol, interval, inputs, preds, reg, label_class, costs, risk, horizon))
     return runs
+
+
+def run_model_backtests(warehouse, settings, horizon: int = 1,
+                        log: Callable[[str], None] = print) -> tuple[list[BacktestRun], dict]:
+    """Every architecture in ``models.registry`` on every (symbol, interval) of ``settings``: runs, PBO, stored.
+
+    Candles, funding and labels are loaded as the baseline suite loads them,
+    so models and baselines trade the same bars at the same costs.
+    """
+    from pipeline.backtest.costs import funding_per_bar
+    from pipeline.backtest.engine import prepare_inputs
+    from pipeline.backtest.runs import add_overfitting_statistics
+    from pipeline.backtest.store import store_runs
+    from pipeline.backtest.suite import load_candles, load_funding
+    from pipeline.features.labels import UNKNOWN_CLASS, load_labels
+
+    costs = CostModel.from_settings(settings)
+    registry = warehouse.query("select model_id, architecture, cast(metrics as varchar) as metrics "
+                               "from models.registry order by architecture, fold")
+    runs: list[BacktestRun] = []
+    for symbol in settings.symbols:
+        funding = load_funding(warehouse, symbol)
+        for interval in settings.intervals:
+            candles = load_candles(warehouse, symbol, interval, settings.start)
+            preds = warehouse.query("select model_id, ts, p_down, p_flat, p_up from predictions.oos "
+                                    "where symbol = ? and interval = ? order by ts", [symbol, interval])
+            if candles.height == 0 or preds.height == 0:
+                log(f"{symbol} {interval}: {candles.height} candles, {preds.height} predictions; no model backtest")
+                continue
+            ts_ms = candles["ts"].dt.epoch("ms").to_numpy()
+            fund = funding_per_bar(ts_ms, funding["ts"].dt.epoch("ms").to_numpy(), funding["funding_rate"].to_numpy())
+            inputs = prepare_inputs(ts_ms, *(candles[c].to_numpy() for c in ("open", "high", "low", "close", "volume")),
+                                    fund)
+            labels = candles.select("ts").join(load_labels(warehouse, symbol, interval, horizon)
+                                               .select("ts", "label_class"), on="ts", how="left")
+            cls = labels["label_class"].fill_null(UNKNOWN_CLASS).to_numpy().astype(np.int64)
+            runs += model_runs_for_market(symbol, interval, inputs, preds, registry, cls, costs, horizon=horizon,
+                                          log=log)
+    pbo = add_overfitting_statistics(runs) if runs else {}
+    written = store_runs(warehouse, runs)
+    return runs, {"pbo": pbo, "rows_written": written}
