@@ -107,3 +107,36 @@ def test_a_skilled_model_earns_after_costs_and_a_blind_one_is_not_deflated_above
         metrics=pl.col("metrics").str.replace('"margin": 0.0', '"margin": 0.001')), cls, CostModel())
     assert again[0].run_id == by["wavenet"].run_id
     assert again[0].config["fold_rules"]["wavenet-f0"]["margin"] == 0.001
+
+
+def test_run_model_backtests_reads_the_warehouse_and_stores_the_same_runs(tmp_path):
+    from pipeline.backtest.model_runs import run_model_backtests
+    from pipeline.config import Settings
+    from pipeline.market.schemas import CANDLE_SCHEMA
+    from pipeline.warehouse import Warehouse
+
+    inputs, fwd, cls = market(5)
+    wh = Warehouse(tmp_path / "warehouse.duckdb")
+    wh.ensure_schema()
+    ts = pl.Series(inputs.ts_ms * 1000).cast(pl.Datetime("us"))
+    wh.replace_rows("raw.candles", pl.DataFrame({
+        "symbol": "BTCUSDT", "interval": "60", "ts": ts, "open": inputs.open, "high": inputs.high, "low": inputs.low,
+        "close": inputs.close, "volume": inputs.volume, "turnover": None, "source": "test"}).cast(CANDLE_SCHEMA), "true")
+    preds, reg = predictions("wavenet", cls, fwd, 0.5, 4)
+    wh.replace_rows("predictions.oos", preds.with_columns(symbol=pl.lit("BTCUSDT"), interval=pl.lit("60")), "true")
+    wh.replace_rows("models.registry", reg.with_columns(fold=pl.int_range(pl.len()).cast(pl.Int32)), "true")
+    with wh.connect() as con:
+        con.execute("create schema if not exists features")
+        con.execute("create table features.labels (symbol varchar, interval varchar, ts timestamp, horizon integer, "
+                    "fwd_return double, direction integer, fwd_volatility double)")
+        con.register("lab", pl.DataFrame({"ts": ts, "fwd_return": fwd,
+                                          "direction": pl.Series(np.where(cls < 0, None, cls - 1).tolist(), dtype=pl.Int32)}))
+        con.execute("insert into features.labels select 'BTCUSDT', '60', ts, 1, fwd_return, direction, null from lab")
+    settings = Settings(data_dir=tmp_path, symbols=("BTCUSDT",), start="2024-01-01")
+    runs, info = run_model_backtests(wh, settings, log=lambda _: None)
+    direct = model_runs_for_market("BTCUSDT", "60", inputs, preds, reg, cls, CostModel())
+    assert [r.run_id for r in runs] == [r.run_id for r in direct]
+    np.testing.assert_allclose(runs[0].result.equity, direct[0].result.equity)
+    stored = wh.query("select model_ids from backtest.runs")
+    assert sorted(stored["model_ids"][0].to_list()) == sorted(reg["model_id"].to_list())
+    assert info["rows_written"]["backtest.equity"] == N
