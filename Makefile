@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m assets.features --prepare
+	$(BIN)/python -m pipeline.features.dbt_cli parse
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -35,6 +35,7 @@ demo: setup
 	$(BIN)/convtrade demo
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 ui: setup

@@ -6,15 +6,15 @@ model-input columns of features.candle_features. Daily partitions: a run
 passes its window to dbt, which rewrites only those days (see the dbt docs of
 candle_features for why the values equal a full rebuild).
 
-`python -m assets.features --prepare` runs `dbt parse` so the manifest exists
-before the Definitions load (a fresh clone has none).
+Importing this module runs nothing: the manifest is prepared by `make setup`
+(`python -m pipeline.features.dbt_cli parse`), and under `dagster dev` by
+``DbtProject.prepare_if_dev()``. The warehouse path and the partition window
+reach dbt as options of the one ``DbtCliResource.cli`` invocation, never
+through this process's environment.
 """
 
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +28,17 @@ from dagster_dbt import (
 )
 
 from assets.partitions import daily_partitions, partition_window
-from pipeline.features.dbt_cli import (
-    DBT_PROJECT_DIR,
-    WAREHOUSE_ENV,
-    dbt_environment,
-    dbt_executable,
-    parse_project,
-)
+from assets.resources import SettingsResource, WarehouseResource
+from pipeline.features.dbt_cli import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args
 from pipeline.quality.features_suite import model_input_frames, validate_model_inputs
-from pipeline.resources import WarehouseResource
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
-
-def prepare() -> Path:
-    """Write dbt_features/target/manifest.json (`dbt parse`)."""
-    return parse_project(os.environ.get(WAREHOUSE_ENV) or WarehouseResource().warehouse().path)
-
-
-_PREPARED_AT_IMPORT = not dbt_project.manifest_path.exists()
-if _PREPARED_AT_IMPORT:
-    prepare()
-if os.environ.get("DAGSTER_IS_DEV_CLI") and os.environ.get(WAREHOUSE_ENV) is None:
-    # `dagster dev` re-parses at load time (prepare_if_dev); parsing needs the variable set.
-    os.environ[WAREHOUSE_ENV] = str(Path(WarehouseResource().warehouse().path).resolve())
 dbt_project.prepare_if_dev()
+if not dbt_project.manifest_path.exists():
+    raise FileNotFoundError(
+        f"{MANIFEST_PATH} is missing: run `make setup` (or `.venv/bin/python -m pipeline.features.dbt_cli parse`) "
+        "before loading the Dagster definitions"
+    )
 
 
 class FeatureTranslator(DagsterDbtTranslator):
@@ -78,20 +64,6 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -100,13 +72,17 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
-def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: SettingsResource,
+                   warehouse: WarehouseResource):
     """dbt build of the selected models for the run's days (plus each indicator's look-back)."""
     warehouse = warehouse.warehouse()
     warehouse.ensure_schema()  # the raw sources exist even before the first market run
     start, end = partition_window(context)
-    with _environment(dbt_environment(warehouse.path, start, end)):
-        yield from dbt.cli(["build"], context=context).stream()
+    # One target folder per DATA_DIR, reused by every run: the checkout does not grow, and
+    # dbt's partial-parse state stays warm between runs.
+    target = Path(settings.settings().data_dir).resolve() / "dbt" / "target"
+    yield from dbt.cli(["build", *launcher_args(warehouse.path, start, end)], context=context,
+                       target_path=target).stream()
 
 
 CANDLE_FEATURES = dg.AssetKey(["features", "candle_features"])
@@ -145,10 +121,3 @@ def candle_features_expectations(context: dg.AssetCheckExecutionContext, warehou
     )
 
 
-if __name__ == "__main__":
-    if "--prepare" in sys.argv[1:]:
-        path = dbt_project.manifest_path if _PREPARED_AT_IMPORT else prepare()
-        print(f"dbt manifest written: {path}")
-    else:
-        print("usage: python -m assets.features --prepare   (runs `dbt parse` for the Dagster definitions)")
-        sys.exit(2)

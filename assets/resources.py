@@ -1,19 +1,18 @@
-"""Dagster resources: the warehouse, the settings, the market source.
+"""Dagster resources: the settings, the warehouse, the dbt CLI.
 
-Assets get plain-Python objects from these (``Warehouse``, ``Settings``,
-a market source) and call ``pipeline.*`` with them.
+Assets get plain-Python objects from these (``Settings``, ``Warehouse``) and
+call ``pipeline.*`` with them. The warehouse path is computed in one place,
+``Settings.warehouse_path``: the ``warehouse`` resource depends on the
+``settings`` resource, so setting ``data_dir`` in a run's config moves the
+warehouse, the artifacts, the reports and the dbt run artifacts together.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import dagster as dg
 
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -42,19 +41,18 @@ class SettingsResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file; an empty path means ``<data_dir>/warehouse.duckdb`` from the settings."""
+    """The DuckDB file at ``settings.warehouse_path`` (``<data_dir>/warehouse.duckdb``)."""
 
-    path: str = ""
+    settings: SettingsResource
 
     def warehouse(self) -> Warehouse:
-        path = self.path or str(Settings.from_env().warehouse_path)
-        return Warehouse(path)
+        return Warehouse(self.settings.settings().warehouse_path)
 
 
-def default_resources() -> dict:
-    """Resources for ``defs``; tests pass their own with a temporary DATA_DIR."""
-    return {
-        "settings": SettingsResource(),
-        "warehouse": WarehouseResource(),
-    }
+def default_resources(settings: SettingsResource | None = None) -> dict:
+    """``settings`` and ``warehouse`` resources (the dbt one is added by ``assets.definitions``).
 
+    Tests pass ``SettingsResource(data_dir=...)`` to point everything at a temporary folder.
+    """
+    settings = settings or SettingsResource()
+    return {"settings": settings, "warehouse": WarehouseResource(settings=settings)}

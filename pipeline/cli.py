@@ -60,7 +60,7 @@ def demo() -> int:
     warnings.filterwarnings("ignore", message=".*currently in beta.*")
     import dagster as dg
 
-    from pipeline.definitions import materialize_all
+    from assets.definitions import materialize_all
 
     settings = Settings.from_env()
     print(f"materializing every asset on source={settings.source}, symbols={','.join(settings.symbols)}, "

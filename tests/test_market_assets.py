@@ -8,8 +8,8 @@ import pytest
 from assets.checks import raw_candles_expectations
 from assets.market import raw_candles, raw_funding, raw_open_interest, raw_orderbook
 from assets.partitions import daily_partitions
-from pipeline.definitions import defs
-from pipeline.resources import SettingsResource, WarehouseResource
+from assets.definitions import defs
+from assets.resources import SettingsResource, default_resources
 from pipeline.warehouse import Warehouse
 
 MARKET = [raw_candles, raw_funding, raw_open_interest, raw_orderbook]
@@ -17,10 +17,7 @@ MARKET = [raw_candles, raw_funding, raw_open_interest, raw_orderbook]
 
 @pytest.fixture
 def resources(tmp_path):
-    return {
-        "settings": SettingsResource(data_dir=str(tmp_path), source="synthetic", symbols="BTCUSDT,ETHUSDT"),
-        "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
-    }
+    return default_resources(SettingsResource(data_dir=str(tmp_path), source="synthetic", symbols="BTCUSDT,ETHUSDT"))
 
 
 @pytest.fixture
@@ -44,7 +41,7 @@ def test_definitions_load():
 
 
 def test_materialize_partition_is_idempotent(resources, partition):
-    wh = Warehouse(resources["warehouse"].path)
+    wh = resources["warehouse"].warehouse()
     result = dg.materialize(MARKET + [raw_candles_expectations], resources=resources, partition_key=partition)
     assert result.success
     [check] = result.get_asset_check_evaluations()
@@ -68,14 +65,14 @@ def test_backfill_range_runs_as_one_run(resources):
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
     )
     assert result.success
-    wh = Warehouse(resources["warehouse"].path)
+    wh = resources["warehouse"].warehouse()
     days = wh.query("select count(distinct ts::date) as d, count(*) as n from raw.candles")
     assert days["d"][0] == 3 and days["n"][0] == 3 * 2 * 24
 
 
 def test_check_fails_on_bad_rows_in_the_warehouse(resources, partition):
     assert dg.materialize([raw_candles], resources=resources, partition_key=partition).success
-    wh = Warehouse(resources["warehouse"].path)
+    wh = resources["warehouse"].warehouse()
     day = dt.datetime.fromisoformat(partition)
     with wh.connect() as con:
         con.execute(
@@ -99,7 +96,7 @@ def test_check_fails_on_bad_rows_in_the_warehouse(resources, partition):
 
 def test_bad_source_fails_the_run_and_keeps_the_warehouse(resources, partition, tmp_path):
     assert dg.materialize([raw_candles], resources=resources, partition_key=partition).success
-    wh = Warehouse(resources["warehouse"].path)
+    wh = resources["warehouse"].warehouse()
     before = wh.query("select * exclude (ingested_at) from raw.candles order by all")
     exports = tmp_path / "exports"
     exports.mkdir()

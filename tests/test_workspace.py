@@ -31,3 +31,54 @@ def test_telemetry_is_off():
     assert "enabled: false" in (PROJECT_ROOT / "dagster.yaml").read_text().split("telemetry:")[1].splitlines()[1]
     dbt_project = (PROJECT_ROOT / "dbt_features" / "dbt_project.yml").read_text()
     assert "send_anonymous_usage_stats: false" in dbt_project
+
+
+def test_importing_the_definitions_runs_no_subprocess_and_sets_no_environment(tmp_path):
+    code = (
+        "import os, subprocess, sys\n"
+        "before = dict(os.environ)\n"
+        "real_popen = subprocess.Popen\n"
+        "def refuse(args, *a, **k):\n"
+        "    # third-party imports may probe the platform (`file -b python`); dbt or dagster may not run\n"
+        "    if 'dbt' in str(args) or 'dagster' in str(args):\n"
+        "        raise AssertionError(f'dbt/dagster subprocess at import: {args!r}')\n"
+        "    return real_popen(args, *a, **k)\n"
+        "subprocess.Popen = refuse\n"
+        "import assets.definitions\n"
+        "changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)\n"
+        "           and k.startswith(('CONVTRADE_', 'DBT_', 'DAGSTER_', 'DATA_DIR'))}\n"
+        "print('CHANGED', sorted(changed))\n"
+    )
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path), DATA_DIR=str(tmp_path / "data"))
+    env.pop("DAGSTER_IS_DEV_CLI", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "CHANGED []" in done.stdout, done.stdout[-2000:]
+
+
+def test_pipeline_has_no_dagster_import():
+    """The import-linter contract in pyproject.toml (also run by `make test`) holds."""
+    done = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Contracts: 1 kept, 0 broken" in done.stdout, done.stdout[-3000:]
+
+
+def test_partition_range_tags_reach_the_asset():
+    """The one place that names Dagster's partition-range run tags: fails when an upgrade renames them."""
+    import dagster as dg
+
+    from assets.definitions import partition_range_tags
+
+    days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_date="2025-01-10")
+    seen = {}
+
+    @dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run())
+    def probe(context: dg.AssetExecutionContext) -> None:
+        seen["range"] = context.partition_key_range
+        seen["keys"] = context.partition_keys
+
+    assert dg.materialize([probe], tags=partition_range_tags("2025-01-02", "2025-01-05")).success
+    assert (seen["range"].start, seen["range"].end) == ("2025-01-02", "2025-01-05")
+    assert seen["keys"] == ["2025-01-02", "2025-01-03", "2025-01-04", "2025-01-05"]

@@ -1,9 +1,16 @@
-"""Run the dbt_features project from plain Python (tests, benchmarks, `make demo` preparation).
+"""Run the dbt_features project from plain Python (tests, benchmarks, `make setup`).
 
-The profile reads the warehouse from ``CONVTRADE_WAREHOUSE_PATH`` and an
-incremental run's window from ``CONVTRADE_FEATURES_START`` / ``_END``
-(environment variables rather than dbt vars, which would force dbt to reparse
-the whole project on every new window).
+Inside the dbt process, the profile reads the warehouse from
+``CONVTRADE_WAREHOUSE_PATH`` and an incremental run's window from
+``CONVTRADE_FEATURES_START`` / ``_END`` (environment variables rather than dbt
+vars, which would force dbt to reparse the whole project on every new window).
+Callers never set them in their own process: they pass
+:func:`launcher_args` on the dbt command line, and the launcher
+(:mod:`pipeline.features.dbt_launcher`) sets them in the dbt process only.
+The Dagster asset does the same through ``DbtCliResource.cli``.
+
+``python -m pipeline.features.dbt_cli parse`` writes the manifest Dagster
+loads (``make setup`` runs it).
 """
 
 from __future__ import annotations
@@ -55,6 +62,43 @@ def dbt_environment(
     }
 
 
+LAUNCHER_OPTIONS = ("--convtrade-warehouse=", "--convtrade-window=")
+
+
+def launcher_args(
+    warehouse_path: str | Path,
+    start: dt.datetime | dt.date | str | None = None,
+    end: dt.datetime | dt.date | str | None = None,
+) -> list[str]:
+    """Options for the dbt launcher: the warehouse and the window of one invocation.
+
+    The launcher removes them before dbt parses its arguments and turns them
+    into :func:`dbt_environment` inside the dbt process.
+    """
+    return [
+        f"{LAUNCHER_OPTIONS[0]}{Path(warehouse_path).resolve()}",
+        f"{LAUNCHER_OPTIONS[1]}{format_bound(start)}/{format_bound(end)}",
+    ]
+
+
+def environment_from_launcher_args(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Split ``argv`` into dbt's own arguments and the environment the launcher options ask for."""
+    rest, warehouse, window = [], None, ("", "")
+    for arg in argv:
+        if arg.startswith(LAUNCHER_OPTIONS[0]):
+            warehouse = arg[len(LAUNCHER_OPTIONS[0]):]
+        elif arg.startswith(LAUNCHER_OPTIONS[1]):
+            start, sep, end = arg[len(LAUNCHER_OPTIONS[1]):].partition("/")
+            if not sep:
+                raise ValueError(f"{arg!r}: expected {LAUNCHER_OPTIONS[1]}START/END (either may be empty)")
+            window = (start, end)
+        else:
+            rest.append(arg)
+    if warehouse is None:
+        return rest, {}
+    return rest, dbt_environment(warehouse, *window)
+
+
 LAUNCHER_PATH = DBT_PROJECT_DIR / "target" / "dbt-fast-exit"
 
 
@@ -91,8 +135,9 @@ def run_dbt(
     extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``dbt <args>`` on the warehouse; a failure raises with the end of dbt's output."""
-    env = {**os.environ, **dbt_environment(warehouse_path, start, end), **(extra_env or {})}
-    command = [dbt_executable(), *args, "--project-dir", str(DBT_PROJECT_DIR)]
+    env = {**os.environ, "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR), **(extra_env or {})}
+    command = [dbt_executable(), *args, *launcher_args(warehouse_path, start, end), "--project-dir",
+               str(DBT_PROJECT_DIR)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
@@ -103,11 +148,26 @@ def run_dbt(
     return result
 
 
-def parse_project(warehouse_path: str | Path | None = None) -> Path:
+MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+
+def parse_project() -> Path:
     """`dbt parse` so target/manifest.json exists (Dagster loads the assets from it).
 
-    Parsing does not open the warehouse; the path only has to be set.
+    Parsing opens no warehouse (the profile falls back to an in-memory database).
     """
-    path = warehouse_path or os.environ.get(WAREHOUSE_ENV) or (PROJECT_ROOT / "data" / "warehouse.duckdb")
-    run_dbt(["parse", "--quiet"], path)
-    return DBT_PROJECT_DIR / "target" / "manifest.json"
+    env = {**os.environ, "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR)}
+    env.pop(WAREHOUSE_ENV, None)
+    command = [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        raise RuntimeError(f"`dbt parse` of {DBT_PROJECT_DIR} failed, exit code {result.returncode}:\n{tail}")
+    return MANIFEST_PATH
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["parse"]:
+        print("usage: python -m pipeline.features.dbt_cli parse   (writes dbt_features/target/manifest.json)")
+        sys.exit(2)
+    print(f"dbt manifest written: {parse_project()}")

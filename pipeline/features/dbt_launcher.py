@@ -9,6 +9,11 @@ command's exit code through ``os._exit``.
 
 ``--version`` answers from the installed package, with no network look-up.
 
+The options of :func:`pipeline.features.dbt_cli.launcher_args`
+(``--convtrade-warehouse=PATH``, ``--convtrade-window=START/END``) are taken
+off the command line and set as the environment the profile and macros read,
+in this process only.
+
 ``dbt_cli.dbt_executable()`` points the subprocess runner and dagster-dbt's
 ``DbtCliResource`` at a small script that calls :func:`main`.
 """
@@ -52,9 +57,13 @@ def main() -> None:
         os._exit(0)
     from dbt.cli.main import cli
 
+    from pipeline.features.dbt_cli import environment_from_launcher_args
+
+    args, environment = environment_from_launcher_args(sys.argv[1:])
+    os.environ.update(environment)
     code = 0
     try:
-        cli(prog_name="dbt")
+        cli(args=args, prog_name="dbt")
     except SystemExit as done:
         code = _exit_code(done)
     finally:

@@ -19,7 +19,7 @@ from pipeline.backtest.store import store_runs
 from pipeline.backtest.suite import backtest_baselines as suite
 from pipeline.config import Settings
 from pipeline.market.schemas import CANDLE_SCHEMA, FUNDING_SCHEMA
-from pipeline.resources import SettingsResource, WarehouseResource
+from assets.resources import SettingsResource, default_resources
 from pipeline.warehouse import Warehouse
 
 H = 3_600_000
@@ -130,11 +130,8 @@ def test_asset_materializes_baselines_and_reports(tmp_path):
     wh.ensure_schema()
     seed(wh, "BTCUSDT", 1200, 5)
     seed(wh, "ETHUSDT", 50, 6)  # too short: skipped with a message
-    resources = {
-        "settings": SettingsResource(data_dir=str(tmp_path), symbols="BTCUSDT,ETHUSDT", intervals="60",
-                                     start="2023-06-01"),
-        "warehouse": WarehouseResource(path=str(wh.path)),
-    }
+    resources = default_resources(SettingsResource(data_dir=str(tmp_path), symbols="BTCUSDT,ETHUSDT",
+                                                   intervals="60", start="2023-06-01"))
     for _ in range(2):  # a rerun replaces the same rows
         result = dg.materialize([backtest_baselines], resources=resources)
         assert result.success

@@ -12,7 +12,8 @@ from assets.partitions import daily_partitions
 from pipeline.features.candle_features import compute_candle_features
 from pipeline.features.columns import MODEL_INPUT_COLUMNS
 from pipeline.quality.features_suite import validate_model_inputs
-from pipeline.resources import WarehouseResource
+from assets.definitions import all_resources
+from assets.resources import SettingsResource
 
 
 def test_assets_keys_groups_lineage_and_checks():
@@ -45,7 +46,7 @@ def test_materialize_two_partitions(helpers, tmp_path):
         ]
     )
     warehouse = helpers["load_candles"](tmp_path / "warehouse.duckdb", candles)
-    resources = {"warehouse": WarehouseResource(path=str(warehouse.path)), "dbt": feature_assets.dbt_resource()}
+    resources = all_resources(SettingsResource(data_dir=str(warehouse.path.parent)))
     for key in keys[1:3]:
         result = dg.materialize(
             [feature_assets.feature_models, feature_assets.candle_features_expectations],
