@@ -7,7 +7,6 @@ call ``pipeline.*`` with them. The warehouse path is computed in one place,
 warehouse, the artifacts, the reports and the dbt run artifacts together.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -43,16 +42,19 @@ class SettingsResource(dg.ConfigurableResource):
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB file at ``settings.warehouse_path`` (``<data_dir>/warehouse.duckdb``)."""
 
-    settings: SettingsResource
+    # (no `from __future__ import annotations` in this module: Dagster must see this type, not a string)
+    settings: dg.ResourceDependency[SettingsResource]
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings.settings().warehouse_path)
 
 
-def default_resources(settings: SettingsResource | None = None) -> dict:
+def default_resources(settings: "SettingsResource | None" = None) -> dict:
     """``settings`` and ``warehouse`` resources (the dbt one is added by ``assets.definitions``).
 
     Tests pass ``SettingsResource(data_dir=...)`` to point everything at a temporary folder.
     """
-    settings = settings or SettingsResource()
+    # configure_at_launch: a run's config for the "settings" key (the launchpad) also reaches the
+    # warehouse resource that depends on it; a plain instance would be configured only at the top level.
+    settings = settings or SettingsResource.configure_at_launch()
     return {"settings": settings, "warehouse": WarehouseResource(settings=settings)}
