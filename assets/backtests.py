@@ -4,7 +4,7 @@ import dagster as dg
 
 from pipeline.backtest.suite import backtest_baselines as run_baseline_suite
 from pipeline.backtest.suite import summary_markdown
-from pipeline.resources import SettingsResource, WarehouseResource
+from assets.resources import SettingsResource, WarehouseResource
 
 
 @dg.asset(

@@ -8,7 +8,7 @@ import polars as pl
 
 from assets.market import markdown_table, raw_candles
 from pipeline.quality.candles_suite import count_gaps, validate_candles
-from pipeline.resources import SettingsResource, WarehouseResource
+from assets.resources import SettingsResource, WarehouseResource
 
 
 def last_window(context, asset_key: dg.AssetKey) -> tuple[dt.datetime, dt.datetime] | None:

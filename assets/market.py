@@ -18,7 +18,7 @@ from pipeline.market.ingest import (
     ingest_open_interest,
     ingest_orderbook,
 )
-from pipeline.resources import SettingsResource, WarehouseResource
+from assets.resources import SettingsResource, WarehouseResource
 
 MARKET_ASSET = dict(
     group_name="market",
