@@ -55,9 +55,33 @@ class Settings:
     taker_fee: float = 0.00055
     maker_fee: float = 0.0002
     slippage_bps: float = 2.0
-    # Model sizes
-    window: int = 256
-    model_variant: str = "tiny"
+    # Model sizes and training (pipeline.training.walk_forward.TrainingConfig.from_settings reads these).
+    # Defaults are the demo profile: every sequence architecture, every fold, on the offline default
+    # (3 symbols, 1h, ~1 year) in minutes on 2 cores. `make evaluate` uses the same values.
+    window: int = 64                    # W bars per input window
+    model_variant: str = "default"      # zoo variant (the CPU-sized "default" of each architecture)
+    horizon: int = 1                    # label horizon in bars (a horizon of features.labels)
+    n_folds: int = 6                    # walk-forward folds
+    train_min_fraction: float = 0.4     # share of the time grid before the first test block
+    embargo_bars: int = 24              # extra gap after the purge (purge = horizon)
+    validation_fraction: float = 0.15   # tail of each fold's training time used for early stopping
+    rolling_train: bool = False         # rolling (fixed-length) instead of expanding training windows
+    pooled: bool = True                 # one model over all symbols (one-hot symbol channels)
+    epochs: int = 4
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 0.5          # linear LR warm-up before the cosine decay, in epochs
+    patience: int = 2                   # early stopping: epochs without a better validation loss
+    grad_clip: float = 1.0
+    max_train_windows: int = 12000      # newest training windows per epoch (0: all)
+    training_seed: int = 0
+    class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
+    label_smoothing: float = 0.05
+    return_loss_weight: float = 0.5     # Huber on the forward return (scaled by its training std)
+    volatility_loss_weight: float = 0.25
+    sharpe_loss_weight: float = 0.0     # differentiable Sharpe of the position p_up - p_down
+    augment: str = ""                   # comma list of jitter, scaling, time_warp, window_slice
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
