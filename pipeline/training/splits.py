@@ -1,4 +1,4 @@
-"""Walk-forward splits with purging and embargo (expanding training window).
+"""Walk-forward splits with purging and embargo (expanding or rolling training window).
 
 Fold ``k`` tests on ``[test_start_k, test_start_k + test_size)`` with
 ``test_start_k = n - (n_folds - k) * test_size`` (the last fold ends at the
@@ -33,8 +33,11 @@ class Fold:
 
 
 def walk_forward_splits(n: int, n_folds: int, train_min: int, test_size: int | None = None, purge: int = 0,
-                        embargo: int = 0) -> list[Fold]:
-    """``n_folds`` expanding-window folds over ``n`` rows; see the module docstring."""
+                        embargo: int = 0, rolling: bool = False) -> list[Fold]:
+    """``n_folds`` expanding-window folds over ``n`` rows; see the module docstring.
+
+    ``rolling=True`` keeps only the newest ``train_min`` training rows of each fold (a fixed-length window).
+    """
     for name, value in (("n", n), ("n_folds", n_folds), ("train_min", train_min)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name}={value!r}: must be a positive integer")
@@ -54,5 +57,22 @@ def walk_forward_splits(n: int, n_folds: int, train_min: int, test_size: int | N
     for k in range(n_folds):
         start = first_test + k * test_size
         train_end = start - purge - embargo
-        folds.append(Fold(k, np.arange(0, train_end), np.arange(start, start + test_size)))
+        train_start = max(0, train_end - train_min) if rolling else 0
+        folds.append(Fold(k, np.arange(train_start, train_end), np.arange(start, start + test_size)))
     return folds
+
+
+def validation_tail(train: np.ndarray, fraction: float, purge: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training rows into (fit, validation): the last ``fraction`` validates early stopping.
+
+    ``purge`` rows between them are dropped, so no fit row's label reaches into the validation tail.
+    """
+    train = np.asarray(train)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction={fraction!r}: must be in (0, 1)")
+    n_val = max(1, int(round(train.shape[0] * fraction)))
+    fit_end = train.shape[0] - n_val - purge
+    if fit_end < 1:
+        raise ValueError(f"{train.shape[0]} training rows are too few for a validation tail of {n_val} "
+                         f"plus a purge of {purge}")
+    return train[:fit_end], train[train.shape[0] - n_val:]
