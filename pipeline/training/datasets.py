@@ -110,7 +110,7 @@ def valid_window_ends(ts_ms: np.ndarray, is_warmup: np.ndarray, label_known: np.
     fut = np.zeros(n, dtype=bool)
     inside = ends + horizon < n
     fut[inside] = ts_ms[ends[inside] + horizon] - ts_ms[ends[inside]] == horizon * step_ms
-    label_gap = label_known & ~fut
+    label_gap = inside & ~fut  # the future of the label crosses a missing bar
     gap = ~warm & (gap_in | label_gap)
     unknown = ~warm & ~gap & ~label_known
     valid = ~warm & ~gap & ~unknown
