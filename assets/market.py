@@ -50,7 +50,20 @@ def report_metadata(report: IngestReport) -> dict:
     }
     if report.table == "raw.candles":
         metadata["missing_bars"] = dg.MetadataValue.int(report.missing_bars)
+        metadata["empty_days"] = dg.MetadataValue.int(sum(r["days"] for r in report.empty_ranges))
+        if report.empty_ranges:
+            metadata["empty_ranges"] = dg.MetadataValue.md(markdown_table(report.empty_ranges))
+    if report.skipped:
+        metadata["skipped"] = "; ".join(report.skipped)
     return metadata
+
+
+def empty_ranges_line(report: IngestReport) -> str | None:
+    """One log line naming every past range with no candle of a configured series (None when there is none)."""
+    if not report.empty_ranges:
+        return None
+    parts = [f"{r['symbol']} {r['interval']} [{r['start']}, {r['end']}) ({r['days']} days)" for r in report.empty_ranges]
+    return f"{report.table}: {report.source} returned no candles for " + "; ".join(parts)
 
 
 def _run(context, settings: SettingsResource, ingest, args_of) -> dg.MaterializeResult:
@@ -61,7 +74,12 @@ def _run(context, settings: SettingsResource, ingest, args_of) -> dg.Materialize
     except SourceUnavailable as exc:
         context.log.warning(f"market source unavailable, will retry: {exc}")
         raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
-    context.log.info(f"{report.table}: {report.rows_written} rows from {report.source} for [{start}, {end})")
+    if report.skipped and not report.rows_written:
+        context.log.info(f"{report.table}: skipped, {report.source} has no such data ({'; '.join(report.skipped)})")
+    else:
+        context.log.info(f"{report.table}: {report.rows_written} rows from {report.source} for [{start}, {end})")
+    if line := empty_ranges_line(report):
+        context.log.warning(line)
     return dg.MaterializeResult(metadata=report_metadata(report))
 
 

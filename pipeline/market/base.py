@@ -38,6 +38,12 @@ class MarketSource(Protocol):
         """ORDERBOOK_SCHEMA snapshots with ts in range, oldest first; empty where unavailable."""
         ...
 
+    def unavailable(self, dataset: str, symbol: str, interval: str | None = None) -> str | None:
+        """Why the source has no ``dataset`` ("funding", "open_interest", "orderbook") for ``symbol`` at
+        all, or None when it may have some. Ingest skips an unavailable dataset at once and keeps what is
+        stored. Optional: a source without this method is asked for every dataset."""
+        ...
+
 
 class SourceUnavailable(MarketDataError):
     """A transient failure (network, rate limit, server error) after the source's own retries; worth retrying later."""

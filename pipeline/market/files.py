@@ -18,7 +18,9 @@ bid_px_1.., bid_sz_1.., ask_px_1.., ask_sz_1..``).
 Bad files fail with :class:`MarketDataError` naming the file and the line
 (1-based, the header is line 1; ``row`` for Parquet) at fault: a bad header, a
 non-numeric or missing cell, a wrong number of fields, a truncated gzip stream,
-duplicate timestamps, timestamps off the interval grid, or ``high < low``.
+or a broken candle rule (the rules of :mod:`pipeline.market.schemas`: duplicate or
+off-grid timestamps, prices <= 0, high < max(open, close), low > min(open, close),
+negative volume).
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.config import symbol_problem
 from pipeline.market.base import MarketDataError
 from pipeline.market.timegrid import from_ms, grid_offset_ms, interval_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,
     OPEN_INTEREST_SCHEMA,
+    ON_GRID,
     ORDERBOOK_SCHEMA,
+    candle_violations,
     conform,
     empty,
 )
@@ -69,8 +74,9 @@ _CANDLE_SUFFIXES = (".csv.gz", ".csv", ".parquet")
 def read_candle_file(path: str | Path, symbol: str, interval: str) -> pl.DataFrame:
     """All candles in one export file as a CANDLE_SCHEMA frame, oldest first.
 
-    Raises MarketDataError naming the file and line for malformed content,
-    duplicate or off-grid timestamps and ``high < low``.
+    Raises MarketDataError naming the file and line for malformed content and for any
+    broken candle rule (duplicate or off-grid ts, prices <= 0, high < max(open, close),
+    low > min(open, close), negative volume).
     """
     path = Path(path)
     step = _interval_ms(interval)
@@ -86,28 +92,30 @@ def read_candle_file(path: str | Path, symbol: str, interval: str) -> pl.DataFra
     frame = _numbers(table, path, ints=("ts",), floats=prices, nullable=("turnover",))
     frame = frame.sort("ts", maintain_order=True)
     _check_unique_ts(frame, path)
-    offset = grid_offset_ms(interval)
-    _fail_on(
-        frame,
-        (pl.col("ts") - offset) % step != 0,
-        path,
-        lambda row: f"ts {_fmt_ts(row['ts'])} ({row['ts']} ms) is not on the interval {interval} grid "
-        f"(bars open every {step // 60_000} minutes{' from Monday 00:00 UTC' if offset else ''})",
-    )
-    _fail_on(
-        frame,
-        pl.col("high") < pl.col("low"),
-        path,
-        lambda row: f"high {row['high']} < low {row['low']} at ts {_fmt_ts(row['ts'])} ({row['ts']} ms)",
-    )
     if "turnover" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("turnover"))
     frame = frame.with_columns(
+        pl.col("ts").alias("ts_ms"),
         _ms_to_ts(pl.col("ts")).alias("ts"),
         pl.lit(symbol).alias("symbol"),
         pl.lit(str(interval)).alias("interval"),
         pl.lit(SOURCE).alias("source"),
     )
+    # The candle rules (pipeline.market.schemas), reported with the file and line of the first bad row.
+    offset = grid_offset_ms(interval)
+    for rule, bad in candle_violations(frame):
+        row = bad.sort(_LINE).row(0, named=True)
+        more = f" (and {bad.height - 1} more rows)" if bad.height > 1 else ""
+        at = f"ts {_fmt_ts(row['ts_ms'])} ({row['ts_ms']} ms)"
+        if rule == ON_GRID:
+            detail = (
+                f"{at} is not on the interval {interval} grid "
+                f"(bars open every {step // 60_000} minutes{' from Monday 00:00 UTC' if offset else ''})"
+            )
+        else:
+            values = ", ".join(f"{c} {row[c]!r}" for c in prices)
+            detail = f"candle at {at} breaks the rule {rule}: {values}"
+        raise MarketDataError(f"{path}, {_where(path)} {row[_LINE]}: {detail}{more}")
     return conform(frame, CANDLE_SCHEMA, f"candles from {path}")
 
 
@@ -220,8 +228,22 @@ class FileSource:
     def candle_path(self, symbol: str, interval: str) -> Path:
         """The candle file for ``symbol``/``interval``; MarketDataError listing what was tried if none."""
         _interval_ms(interval)
-        names = [f"{prefix}{symbol}_{interval}{suffix}" for prefix in ("bybit_", "") for suffix in _CANDLE_SUFFIXES]
-        return self._first_existing(names, f"candles of {symbol} interval {interval}", required=True)
+        return self._first_existing(
+            self._names(symbol, f"_{interval}"), f"candles of {symbol} interval {interval}", required=True
+        )
+
+    @staticmethod
+    def _names(symbol: str, suffix: str) -> list[str]:
+        """The file names tried, in order, for ``{SYMBOL}{suffix}`` (with and without ``bybit_``)."""
+        _check_symbol(symbol)
+        return [f"{prefix}{symbol}{suffix}{ext}" for prefix in ("bybit_", "") for ext in _CANDLE_SUFFIXES]
+
+    def _orderbook_paths(self) -> list[Path]:
+        return sorted(
+            p
+            for p in self.directory.glob("bybit_*orderbook_top*_*")
+            if p.is_file() and p.name.endswith(_CANDLE_SUFFIXES)
+        )
 
     def _check_directory(self) -> None:
         if not self.directory.is_dir():
@@ -231,7 +253,6 @@ class FileSource:
             )
 
     def _first_existing(self, names: list[str], what: str, required: bool) -> Path | None:
-        _check_name_part(names[0])
         self._check_directory()
         for name in names:
             path = self.directory / name
@@ -259,14 +280,35 @@ class FileSource:
 
     # -- MarketSource ----------------------------------------------------------------------------
 
+    def unavailable(self, dataset: str, symbol: str, interval: str | None = None) -> str | None:
+        """Why there is no file with ``dataset`` of ``symbol`` in the folder (None when there is one)."""
+        if dataset == "orderbook":
+            self._check_directory()
+            if any(self._orderbook_paths()):
+                return None
+            return f"no bybit_*orderbook_top*_* file in {self.directory}"
+        if interval is not None:
+            _interval_ms(interval)
+        if dataset == "candles":
+            names = self._names(symbol, f"_{interval}")
+        elif dataset == "funding":
+            names = self._names(symbol, "_funding")
+        elif dataset == "open_interest":
+            names = self._names(symbol, f"_{interval}_oi")
+        else:
+            raise ValueError(f"unknown dataset {dataset!r}")
+        if self._first_existing(names, f"{dataset} of {symbol}", required=False) is not None:
+            return None
+        return f"no {dataset} file in {self.directory} (looked for {', '.join(names[:2])}, ...)"
+
+
     def candles(self, symbol: str, interval: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         path = self.candle_path(symbol, interval)
         frame = self._cached(path, ("candles", symbol, interval), lambda: read_candle_file(path, symbol, interval))
         return _in_range(frame, start, end)
 
     def funding(self, symbol: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
-        names = [f"{prefix}{symbol}_funding{suffix}" for prefix in ("bybit_", "") for suffix in _CANDLE_SUFFIXES]
-        path = self._first_existing(names, f"funding of {symbol}", required=False)
+        path = self._first_existing(self._names(symbol, "_funding"), f"funding of {symbol}", required=False)
         if path is None:
             return empty(FUNDING_SCHEMA)
         frame = self._cached(path, ("funding", symbol), lambda: read_funding_file(path, symbol))
@@ -275,8 +317,9 @@ class FileSource:
     def open_interest(self, symbol: str, interval: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:
         """Open interest from ``bybit_{SYMBOL}_{interval}_oi.csv(.gz)``; an empty frame when there is no such file."""
         _interval_ms(interval)
-        names = [f"{prefix}{symbol}_{interval}_oi{suffix}" for prefix in ("bybit_", "") for suffix in _CANDLE_SUFFIXES]
-        path = self._first_existing(names, f"open interest of {symbol} interval {interval}", required=False)
+        path = self._first_existing(
+            self._names(symbol, f"_{interval}_oi"), f"open interest of {symbol} interval {interval}", required=False
+        )
         if path is None:
             return empty(OPEN_INTEREST_SCHEMA)
         frame = self._cached(path, ("oi", symbol, interval), lambda: read_open_interest_file(path, symbol, interval))
@@ -284,13 +327,9 @@ class FileSource:
 
     def orderbook(self, symbol: str, start: dt.datetime, end: dt.datetime, levels: int = 5) -> pl.DataFrame:
         """Snapshots of ``symbol`` from every ``bybit_*_orderbook_top*_*`` file; empty when there are none."""
-        _check_name_part(symbol)
+        _check_symbol(symbol)
         self._check_directory()
-        paths = sorted(
-            p
-            for p in self.directory.glob("bybit_*orderbook_top*_*")
-            if p.is_file() and p.name.endswith(_CANDLE_SUFFIXES)
-        )
+        paths = self._orderbook_paths()
         frames = []
         for path in paths:
             book = self._cached(path, ("orderbook", levels), lambda path=path: read_orderbook_file(path, levels))
@@ -317,9 +356,10 @@ def _interval_ms(interval: str) -> int:
         raise MarketDataError(str(exc)) from None
 
 
-def _check_name_part(name: str) -> None:
-    if "/" in name or "\\" in name or name.startswith(".."):
-        raise MarketDataError(f"file source: {name!r} is not a plain file name part (symbol or interval)")
+def _check_symbol(symbol: str) -> None:
+    """Only exchange symbols reach a file name (the rule Settings apply, for direct callers too)."""
+    if problem := symbol_problem(symbol):
+        raise MarketDataError(f"file source: {problem}")
 
 
 def _where(path: Path) -> str:

@@ -16,12 +16,24 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.market.base import MarketDataError, MarketSource
-from pipeline.market.timegrid import grid_offset_expr, grid_offset_ms, interval_ms, to_ms, utc_naive
+from pipeline.market.timegrid import (
+    closed_bars,
+    count_gaps,
+    empty_day_ranges,
+    first_bar_at_or_after,
+    from_ms,
+    last_closed_bar,
+    to_ms,
+    utc_naive,
+)
 from pipeline.market.schemas import (
+    CANDLE_KEY,
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,
     OPEN_INTEREST_SCHEMA,
     ORDERBOOK_SCHEMA,
+    TS,
+    candle_violations,
     conform,
 )
 from pipeline.warehouse import Warehouse
@@ -58,7 +70,11 @@ class IngestReport:
     end: dt.datetime
     rows_written: int
     rows_replaced: int
-    per_series: list[dict]  # symbol, interval, rows, first_ts, last_ts, missing_bars
+    per_series: list[dict]  # symbol, interval, rows, first_ts, last_ts, gaps, missing_bars
+    # Whole past days of the window with no candle of a configured series: symbol, interval, start, end, days.
+    empty_ranges: list[dict] = dataclasses.field(default_factory=list)
+    # Why nothing (or not every symbol) was fetched: the source has no such data.
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def missing_bars(self) -> int:
@@ -66,49 +82,68 @@ class IngestReport:
 
 
 def candle_problems(frame: pl.DataFrame, max_examples: int = 5) -> list[str]:
-    """Rule violations in a candle frame, each naming the rows (symbol, interval, ts) at fault."""
-    problems: list[str] = []
-
-    def report(mask: pl.Expr, what: str) -> None:
-        bad = frame.filter(mask)
-        if bad.height:
-            rows = ", ".join(
-                f"{r['symbol']} {r['interval']} {r['ts']}" for r in bad.head(max_examples).iter_rows(named=True)
-            )
-            problems.append(f"{bad.height} candle(s) with {what}: {rows}")
-
-    price_cols = ["open", "high", "low", "close", "volume"]
-    report(pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in price_cols]), "null/NaN values")
-    report(pl.any_horizontal([pl.col(c) <= 0 for c in ["open", "high", "low", "close"]]), "non-positive prices")
-    report(pl.col("high") < pl.max_horizontal("open", "close"), "high < max(open, close)")
-    report(pl.col("low") > pl.min_horizontal("open", "close"), "low > min(open, close)")
-    report(pl.col("volume") < 0, "negative volume")
-    report(pl.struct("symbol", "interval", "ts").is_duplicated(), "duplicate (symbol, interval, ts)")
-    intervals = frame["interval"].unique().to_list()
-    off_grid = grid_offset_expr(intervals) != 0
-    for interval in intervals:
-        report((pl.col("interval") == interval) & off_grid, f"ts off the {interval} grid")
+    """The candle rules ``frame`` breaks, each naming the rows (symbol, interval, ts) at fault."""
+    problems = []
+    for rule, bad in candle_violations(frame):
+        rows = ", ".join(
+            f"{r['symbol']} {r['interval']} {r['ts']}" for r in bad.head(max_examples).iter_rows(named=True)
+        )
+        problems.append(f"{bad.height} candle(s) break the rule {rule}: {rows}")
     return problems
 
 
-def series_summary(frame: pl.DataFrame, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> list[dict]:
-    """Rows, first/last ts and missing closed bars per (symbol, interval) in [start, end)."""
+def stored_bounds(warehouse: Warehouse, symbols: Sequence[str], intervals: Sequence[str]) -> dict:
+    """First and last stored candle of each (symbol, interval) in raw.candles."""
+    if not warehouse.table_exists("raw.candles"):
+        return {}
+    rows = warehouse.query(
+        "select symbol, interval, min(ts) as lo, max(ts) as hi from raw.candles "
+        "where list_contains(?, symbol) and list_contains(?, interval) group by all",
+        [list(symbols), list(intervals)],
+    )
+    return {(r["symbol"], r["interval"]): (r["lo"], r["hi"]) for r in rows.iter_rows(named=True)}
+
+
+def series_summary(
+    frame: pl.DataFrame,
+    series: Sequence[tuple[str, str]],
+    start: dt.datetime,
+    end: dt.datetime,
+    now: dt.datetime,
+    bounds: dict | None = None,
+) -> list[dict]:
+    """Rows, first/last ts, gaps and missing bars of every configured (symbol, interval) in [start, end).
+
+    Missing bars are counted only between the series' first and last stored candle (``bounds``, e.g.
+    :func:`stored_bounds`; the frame's own first and last when absent): the span before a market opened
+    or after an export ends is no gap. A configured series with no candle in the window counts every
+    closed bar of the window as missing. The candle check reports the same numbers from the same call.
+    """
+    spans = {}
+    for symbol, interval in series:
+        part = frame.filter((pl.col("symbol") == symbol) & (pl.col("interval") == interval))
+        if part.height == 0:
+            continue
+        lo, hi = (bounds or {}).get((symbol, interval), (part["ts"].min(), part["ts"].max()))
+        first_bar = from_ms(first_bar_at_or_after(to_ms(start), interval))
+        last_bar = last_closed_bar(start, end, interval, now) or part["ts"].max()
+        spans[(symbol, interval)] = (max(utc_naive(lo), first_bar), min(utc_naive(hi), last_bar))
+    gaps = {(r["symbol"], r["interval"]): r for r in count_gaps(frame, spans).iter_rows(named=True)}
     summary = []
-    start_ms, end_ms = to_ms(start), to_ms(min(utc_naive(end), utc_naive(now)))
-    for (symbol, interval), part in frame.group_by(["symbol", "interval"], maintain_order=True):
-        step = interval_ms(interval)
-        offset = grid_offset_ms(interval)
-        first_grid = -(-(start_ms - offset) // step) * step + offset
-        last_closed_open = end_ms - step  # the last bar that has closed by end/now opens here
-        expected = max(0, (last_closed_open - first_grid) // step + 1)
+    for symbol, interval in series:
+        row = gaps.get((symbol, interval))
+        if row is None:
+            missing = closed_bars(start, end, interval, now)
+            row = {"bars": 0, "gaps": int(missing > 0), "missing_bars": missing, "first_ts": None, "last_ts": None}
         summary.append(
             {
                 "symbol": symbol,
                 "interval": interval,
-                "rows": part.height,
-                "first_ts": str(part["ts"].min()),
-                "last_ts": str(part["ts"].max()),
-                "missing_bars": int(max(0, expected - part.height)),
+                "rows": row["bars"],
+                "first_ts": str(row["first_ts"]) if row["first_ts"] is not None else "",
+                "last_ts": str(row["last_ts"]) if row["last_ts"] is not None else "",
+                "gaps": row["gaps"],
+                "missing_bars": row["missing_bars"],
             }
         )
     return summary
@@ -139,6 +174,20 @@ def _outside(frame: pl.DataFrame, start: dt.datetime, end: dt.datetime, what: st
         )
 
 
+def _lost_candles(
+    warehouse: Warehouse, frame: pl.DataFrame, symbols, intervals, start: dt.datetime, end: dt.datetime
+) -> pl.DataFrame:
+    """Stored candles of the window that ``frame`` does not have: what a replace would delete for good."""
+    if not warehouse.table_exists("raw.candles"):
+        return pl.DataFrame(schema={"symbol": pl.String, "interval": pl.String, "ts": TS})
+    stored = warehouse.query(
+        "select symbol, interval, ts from raw.candles where list_contains(?, symbol) "
+        "and list_contains(?, interval) and ts >= ? and ts < ?",
+        [list(symbols), list(intervals), utc_naive(start), utc_naive(end)],
+    )
+    return stored.join(frame.select(CANDLE_KEY), on=list(CANDLE_KEY), how="anti")
+
+
 def ingest_candles(
     source: MarketSource,
     warehouse: Warehouse,
@@ -147,8 +196,14 @@ def ingest_candles(
     start: dt.datetime,
     end: dt.datetime,
     now: dt.datetime | None = None,
+    allow_shrink: bool = False,
 ) -> IngestReport:
-    """Fetch, validate and store closed candles for every (symbol, interval) in [start, end)."""
+    """Fetch, validate and store closed candles for every (symbol, interval) in [start, end).
+
+    Nothing is lost silently: when the source lacks candles the warehouse already holds for the
+    window (an empty or cut-short export, a file missing a symbol), this fails naming the symbol,
+    interval and window, and writes nothing; ``allow_shrink=True`` replaces the window anyway.
+    """
     now = utc_naive(now or dt.datetime.now(dt.timezone.utc))
     frames = []
     for symbol in symbols:
@@ -162,9 +217,32 @@ def ingest_candles(
         raise MarketDataError(
             f"{source.name} candles for [{start}, {end}) rejected, nothing written:\n- " + "\n- ".join(problems)
         )
+    lost = _lost_candles(warehouse, frame, symbols, intervals, start, end)
+    if lost.height and not allow_shrink:
+        have = frame.group_by("symbol", "interval").len()
+        lines = []
+        for (symbol, interval), part in lost.sort("ts").group_by(["symbol", "interval"], maintain_order=True):
+            got = have.filter((pl.col("symbol") == symbol) & (pl.col("interval") == interval))["len"].sum()
+            lines.append(
+                f"{symbol} {interval} [{start}, {end}): {source.name} returned {got} candle(s) and lacks "
+                f"{part.height} the warehouse holds (first {part['ts'][0]}, last {part['ts'][-1]})"
+            )
+        raise MarketDataError(
+            "refusing to shrink stored candles, nothing written:\n- " + "\n- ".join(lines) + "\nCheck the "
+            "source (an empty or cut-short export, a file missing a symbol); to replace the window anyway, "
+            "ingest with allow_shrink=True."
+        )
     replaced = _replace(warehouse, "raw.candles", frame, symbols, start, end, intervals)
+    series = [(s, i) for s in symbols for i in intervals]
     return IngestReport(
-        "raw.candles", source.name, start, end, frame.height, replaced, series_summary(frame, start, end, now)
+        "raw.candles",
+        source.name,
+        start,
+        end,
+        frame.height,
+        replaced,
+        series_summary(frame, series, start, end, now, stored_bounds(warehouse, symbols, intervals)),
+        empty_ranges=empty_day_ranges(frame, series, start, end, now),
     )
 
 
@@ -180,6 +258,18 @@ def _ingest_simple(
     key: Sequence[str],
     intervals: Sequence[str] | None = None,
 ) -> IngestReport:
+    dataset = table.split(".", 1)[1]
+    unavailable = getattr(source, "unavailable", None)  # optional: sources that always have data omit it
+    skipped, offered = [], []
+    for symbol in symbols:
+        reason = unavailable(dataset, symbol, *(intervals or [])[:1]) if unavailable else None
+        if reason:
+            skipped.append(f"{symbol}: {reason}")
+        else:
+            offered.append(symbol)
+    if not offered:  # nothing to fetch: skip at once, and keep whatever is stored
+        return IngestReport(table, source.name, start, end, 0, 0, [], skipped=skipped)
+    symbols = offered
     frames = []
     for symbol in symbols:
         for interval in intervals or [None]:
@@ -199,7 +289,7 @@ def _ingest_simple(
         {"symbol": s, "rows": p.height, "first_ts": str(p["ts"].min()), "last_ts": str(p["ts"].max())}
         for (s,), p in frame.group_by(["symbol"], maintain_order=True)
     ]
-    return IngestReport(table, source.name, start, end, frame.height, replaced, per_series)
+    return IngestReport(table, source.name, start, end, frame.height, replaced, per_series, skipped=skipped)
 
 
 def ingest_funding(source, warehouse, symbols, start, end) -> IngestReport:

@@ -6,7 +6,11 @@ Timestamps are naive ``Datetime("us")`` holding UTC (the warehouse stores
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
+
+from pipeline.market.timegrid import grid_offset_expr
 
 TS = pl.Datetime("us")
 
@@ -59,3 +63,65 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> p
     if missing:
         raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; have {', '.join(frame.columns)}")
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+
+
+# -- the candle rules (written once: the file reader, the ingest gate and the GX suite use these) ----------
+
+CANDLE_KEY: tuple[str, ...] = ("symbol", "interval", "ts")
+CANDLE_VALUES: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``column >= other`` (``column > other`` when strict); ``other`` is a column name or a number."""
+
+    column: str
+    other: str | float
+    strict: bool = False
+
+    def holds(self) -> pl.Expr:
+        other = pl.col(self.other) if isinstance(self.other, str) else pl.lit(float(self.other))
+        return pl.col(self.column) > other if self.strict else pl.col(self.column) >= other
+
+
+@dataclasses.dataclass(frozen=True)
+class CandleRule:
+    """One rule a valid candle satisfies: every bound holds."""
+
+    text: str
+    bounds: tuple[Bound, ...]
+
+    def violated(self) -> pl.Expr:
+        """True on rows that break the rule (rows with a null or NaN value are left to the completeness rule)."""
+        columns = {b.column for b in self.bounds} | {b.other for b in self.bounds if isinstance(b.other, str)}
+        incomplete = pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in sorted(columns)])
+        return ~(incomplete.fill_null(True) | pl.all_horizontal([b.holds() for b in self.bounds]).fill_null(True))
+
+
+CANDLE_RULES: tuple[CandleRule, ...] = (
+    CandleRule("prices > 0", tuple(Bound(c, 0, strict=True) for c in ("open", "high", "low", "close"))),
+    CandleRule("high >= max(open, close)", (Bound("high", "open"), Bound("high", "close"))),
+    CandleRule("low <= min(open, close)", (Bound("open", "low"), Bound("close", "low"))),
+    CandleRule("volume >= 0", (Bound("volume", 0),)),
+)
+COMPLETE = "no null or NaN value"
+UNIQUE = "unique (symbol, interval, ts)"
+ON_GRID = "ts on the interval grid"
+
+
+def candle_violations(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """Every candle rule ``frame`` (CANDLE_SCHEMA columns, other columns kept) breaks, in a fixed order:
+    ``(rule text, the offending rows)``. Consumers phrase the message (file and line, or symbol and ts)."""
+    checks: list[tuple[str, pl.Expr]] = [
+        (COMPLETE, pl.any_horizontal([pl.col(c).is_null() for c in CANDLE_KEY] + [
+            pl.col(c).is_null() | pl.col(c).is_nan() for c in CANDLE_VALUES])),
+        (UNIQUE, pl.struct(list(CANDLE_KEY)).is_duplicated()),
+        (ON_GRID, grid_offset_expr(frame["interval"].unique().to_list()) != 0),
+        *[(rule.text, rule.violated()) for rule in CANDLE_RULES],
+    ]
+    found = []
+    for text, mask in checks:
+        bad = frame.filter(mask)
+        if bad.height:
+            found.append((text, bad))
+    return found

@@ -119,17 +119,24 @@ GAP_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def count_gaps(frame: pl.DataFrame) -> pl.DataFrame:
+def count_gaps(frame: pl.DataFrame, spans: dict | None = None) -> pl.DataFrame:
     """Per (symbol, interval) in ``frame``: bars present, gaps (runs of missing grid steps) and missing
-    bars, counted only between the series' first and last candle (GAP_SCHEMA rows).
+    bars (GAP_SCHEMA rows).
 
-    Both the ingest metadata and the candle check report this count, so they agree by construction.
+    Bars are expected from the series' first to its last candle in ``frame``, or over
+    ``spans[(symbol, interval)] = (first, last)`` (bar open times, both included) where given, e.g.
+    the series' first and last stored candle clipped to a window. The ingest metadata and the candle
+    check both report this count, so they agree by construction.
     """
     rows = []
     for (symbol, interval), part in frame.sort("ts").group_by(["symbol", "interval"], maintain_order=True):
-        step_us = interval_ms(interval) * 1000
-        deltas = part["ts"].diff().dt.total_microseconds().drop_nulls()
-        missing = (deltas // step_us - 1).clip(lower_bound=0)
+        step = interval_ms(interval)
+        ts = part["ts"].dt.epoch("ms")
+        if spans and (symbol, interval) in spans:
+            lo, hi = (to_ms(t) for t in spans[(symbol, interval)])
+            # Virtual bars just outside the span, so missing bars at either end of it count too.
+            ts = pl.concat([pl.Series([lo - step]), ts.filter((ts >= lo) & (ts <= hi)), pl.Series([hi + step])])
+        missing = (ts.diff().drop_nulls() // step - 1).clip(lower_bound=0)
         rows.append(
             {
                 "symbol": symbol,
@@ -142,6 +149,14 @@ def count_gaps(frame: pl.DataFrame) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=GAP_SCHEMA)
+
+
+def last_closed_bar(start: dt.datetime, end: dt.datetime, interval: str, now: dt.datetime | None = None):
+    """Open time of the last bar of ``interval`` in ``[start, end)`` closed by ``now``; None if there is none."""
+    count = closed_bars(start, end, interval, now)
+    if count == 0:
+        return None
+    return from_ms(first_bar_at_or_after(to_ms(start), interval) + (count - 1) * interval_ms(interval))
 
 
 def empty_day_ranges(

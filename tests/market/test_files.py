@@ -295,11 +295,12 @@ def test_high_below_low(tmp_path: Path):
     rows = candle_rows(8)
     rows[3][2], rows[3][3] = rows[3][3], rows[3][2]  # swap high and low at 03:00, line 5
     rows[6][2], rows[6][3] = rows[6][3], rows[6][2]
-    with pytest.raises(MarketDataError, match=r"hl\.csv, line 5: high .* < low .* at ts 2024-01-01 03:00:00 UTC .*\(and 1 more rows\)"):
+    with pytest.raises(MarketDataError, match=r"hl\.csv, line 5: candle at ts 2024-01-01 03:00:00 UTC .* breaks the rule "
+                       r"high >= max\(open, close\): .*\(and 1 more rows\)"):
         read_candle_file(write_csv(tmp_path / "hl.csv", SHARED_HEADER, rows), "BTCUSDT", "60")
     # newest-first Bybit rows: the line is the line in the file, not after sorting
     newest_first = list(reversed(rows[:5]))
-    with pytest.raises(MarketDataError, match=r"hl2\.csv, line 2: high .* at ts 2024-01-01 03:00:00 UTC"):
+    with pytest.raises(MarketDataError, match=r"hl2\.csv, line 2: candle at ts 2024-01-01 03:00:00 UTC"):
         read_candle_file(write_csv(tmp_path / "hl2.csv", None, newest_first), "BTCUSDT", "60")
 
 

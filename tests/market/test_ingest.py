@@ -69,27 +69,6 @@ def test_api_error_mid_range_writes_nothing(warehouse):
     assert stored(warehouse).equals(before)
 
 
-@pytest.mark.parametrize(
-    "tamper, message",
-    [
-        (lambda f: f.with_columns(high=pl.when(pl.col("ts").dt.hour() == 5).then(pl.col("low") - 1).otherwise("high")),
-         "high < max"),
-        (lambda f: pl.concat([f, f.tail(1)]), "duplicate"),
-        (lambda f: f.with_columns(ts=pl.when(pl.col("ts").dt.hour() == 7).then(pl.col("ts") + dt.timedelta(minutes=30)).otherwise("ts")),
-         "off the 60 grid"),
-        (lambda f: f.with_columns(volume=pl.when(pl.col("ts").dt.hour() == 9).then(-1.0).otherwise("volume")),
-         "negative volume"),
-    ],
-)
-def test_bad_candles_are_rejected_naming_the_rows(warehouse, tamper, message):
-    ingest_candles(FlakySource(), warehouse, SYMBOLS, ["60"], *day(2), now=NOW)
-    before = stored(warehouse)
-    with pytest.raises(MarketDataError, match=message) as err:
-        ingest_candles(FlakySource(tamper=tamper), warehouse, SYMBOLS, ["60"], *day(2), now=NOW)
-    assert "BTCUSDT 60 2025-01-02" in str(err.value) and "nothing written" in str(err.value)
-    assert stored(warehouse).equals(before)
-
-
 def test_rows_outside_the_window_are_an_error(warehouse):
     shifted = FlakySource(tamper=lambda f: f.with_columns(ts=pl.col("ts") + dt.timedelta(days=1)))
     with pytest.raises(MarketDataError, match="outside"):
