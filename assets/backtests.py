@@ -1,9 +1,8 @@
-"""Backtest assets: baselines on the same engine and costs the models use."""
+"""Backtest assets: the baselines (benchmarks and reference strategies) on the engine and costs the models use."""
 
 import dagster as dg
 
-from pipeline.backtest.suite import backtest_baselines as run_baseline_suite
-from pipeline.backtest.suite import summary_markdown
+from pipeline.backtest.suite import run_baseline_suite, summary_markdown
 from assets.resources import SettingsResource, WarehouseResource
 
 
@@ -12,9 +11,11 @@ from assets.resources import SettingsResource, WarehouseResource
     group_name="backtest",
     pool="warehouse",
     deps=[dg.AssetKey(["raw", "candles"]), dg.AssetKey(["raw", "funding"]),
-          dg.AssetKey(["features", "candle_features"])],
-    description="Buy and hold, flat, MA momentum and a walk-forward logistic regression per symbol and "
-                "interval: backtest.* rows and HTML reports under DATA_DIR/reports/backtests/.",
+          dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["features", "labels"])],
+    description="The baselines every model is compared against, per symbol and interval: buy and hold of the "
+                "perpetual (with funding) and of spot, flat, MA momentum and a walk-forward logistic regression "
+                "on features.labels traded by the cost-aware edge rule; backtest.* rows (deflated Sharpe with its "
+                "trials) and HTML reports under DATA_DIR/reports/backtests/.",
 )
 def backtest_baselines(context: dg.AssetExecutionContext, settings: SettingsResource,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:

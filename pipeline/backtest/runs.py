@@ -1,4 +1,5 @@
-"""One backtest run as a record (strategy, market, config, result, metrics) and the baseline suite."""
+"""One backtest run as a record (strategy, family, market, config, result, metrics), the baselines of one
+market, and the overfitting statistics over each strategy family's trials."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import math
 
 import numpy as np
 
-from pipeline.backtest import baselines
+from pipeline.backtest import strategies
 from pipeline.backtest.costs import CostModel
 from pipeline.backtest.engine import BacktestResult, EngineInputs, run_backtest
-from pipeline.backtest.metrics import classification_metrics, trading_metrics
+from pipeline.backtest.metrics import bar_returns, classification_metrics, trading_metrics
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.signals import SignalRule
+from pipeline.backtest.signals import round_trip_cost_of
+from pipeline.backtest.strategies import LabelledFeatures
 
 
 @dataclasses.dataclass
 class BacktestRun:
     run_id: str
     strategy: str
+    family: str  # the strategy family whose trials deflate this run's Sharpe; "benchmark" for benchmarks
     symbol: str
     interval: str
     config: dict
@@ -30,6 +33,9 @@ class BacktestRun:
     model_ids: list[str] = dataclasses.field(default_factory=list)
     data_fingerprint: str = ""
     report_path: str | None = None
+    # per-bar Sharpe ratios of every configuration tried for this run (itself included) that are not runs of
+    # their own, e.g. the configurations of a grid it was picked from; None: the run is one trial
+    trial_sharpes: np.ndarray | None = None
 
 
 def data_fingerprint(inputs: EngineInputs) -> str:
@@ -46,12 +52,30 @@ def make_run_id(strategy: str, symbol: str, interval: str, config: dict) -> str:
     return f"{strategy}-{symbol}-{interval}-{digest}"
 
 
+def gross_metrics(inputs: EngineInputs, target: np.ndarray, risk: RiskRules, execution: str,
+                  initial_equity: float, interval: str) -> dict[str, float]:
+    """Sharpe and total return of the same targets before costs: no fees, no slippage, no funding."""
+    free = CostModel(taker_fee=0.0, maker_fee=0.0, slippage_bps=0.0, impact_coef=0.0)
+    no_funding = dataclasses.replace(inputs, funding=np.zeros(inputs.close.shape[0]))
+    gross = run_backtest(no_funding, target, free, risk, execution, initial_equity)
+    m = trading_metrics(gross.equity, gross.position, gross.trades_table(), initial_equity, interval)
+    return {"gross_sharpe": m["sharpe"], "gross_total_return": m["total_return"]}
+
+
 def evaluate(strategy: str, symbol: str, interval: str, inputs: EngineInputs, target: np.ndarray, config: dict,
              costs: CostModel, risk: RiskRules, execution: str = "next_open", classification: dict | None = None,
-             model_ids: list[str] | None = None, initial_equity: float = 10_000.0) -> BacktestRun:
-    """Backtest ``target`` and compute its metrics; returns the run record."""
+             model_ids: list[str] | None = None, initial_equity: float = 10_000.0, family: str | None = None,
+             trial_sharpes: np.ndarray | None = None) -> BacktestRun:
+    """Backtest ``target`` and compute its metrics (net of costs, and ``gross_*`` before them); the run record.
+
+    ``family`` (default: the strategy name) groups the runs that are trials of
+    one another for the deflated Sharpe; ``trial_sharpes`` adds configurations
+    tried for this run that are not runs themselves (see :class:`BacktestRun`).
+    """
+    family = family or strategy
     full_config = {
         **config,
+        "family": family,
         "execution": execution,
         "costs": dataclasses.asdict(costs),
         "risk": dataclasses.asdict(risk),
@@ -60,50 +84,67 @@ def evaluate(strategy: str, symbol: str, interval: str, inputs: EngineInputs, ta
     result = run_backtest(inputs, target, costs, risk, execution, initial_equity)
     metrics = trading_metrics(result.equity, result.position, result.trades_table(), initial_equity, interval,
                               result.fees_paid, result.funding_paid, result.turnover)
+    metrics.update(gross_metrics(inputs, target, risk, execution, initial_equity, interval))
     if classification is not None:
         for key, value in classification.items():
             if isinstance(value, float):
                 metrics[f"clf_{key}"] = value
     return BacktestRun(
         run_id=make_run_id(strategy, symbol, interval, full_config),
-        strategy=strategy, symbol=symbol, interval=interval, config=full_config, result=result,
+        strategy=strategy, family=family, symbol=symbol, interval=interval, config=full_config, result=result,
         metrics=metrics, classification=classification, model_ids=list(model_ids or []),
         data_fingerprint=data_fingerprint(inputs),
+        trial_sharpes=None if trial_sharpes is None else np.asarray(trial_sharpes, dtype=np.float64),
     )
 
 
-def run_baselines(symbol: str, interval: str, inputs: EngineInputs, costs: CostModel, risk: RiskRules = RiskRules(),
-                  features: np.ndarray | None = None, feature_source: str = "candles", lr_folds: int = 4,
-                  ma_fast: int = 24, ma_slow: int = 96, lr_rule: SignalRule = SignalRule(0.4),
-                  log=None) -> list[BacktestRun]:
-    """Every baseline on one market. ``features=None`` computes the small candle feature set.
+BENCHMARK_FAMILY = "benchmark"
 
-    The logistic regression is skipped (with a log line) when there are too
-    few bars for its walk-forward folds.
+
+def run_market_baselines(symbol: str, interval: str, inputs: EngineInputs, costs: CostModel,
+                         risk: RiskRules = RiskRules(), labelled: LabelledFeatures | None = None,
+                         lr_folds: int = 4, ma_fast: int = 24, ma_slow: int = 96, log=None) -> list[BacktestRun]:
+    """Every baseline on one market: the benchmarks, MA momentum and (given ``labelled``) the logistic regression.
+
+    The logistic regression needs the model inputs and labels of this market
+    (``labelled``); without them, or with too few bars for its folds, it is
+    skipped with a log line.
     """
     log = log or (lambda msg: None)
     n = inputs.close.shape[0]
+    spot = dataclasses.replace(inputs, funding=np.zeros(n))
     runs = [
-        evaluate("buy_and_hold", symbol, interval, inputs, baselines.buy_and_hold_targets(n), {}, costs, RiskRules()),
-        evaluate("flat", symbol, interval, inputs, baselines.flat_targets(n), {}, costs, RiskRules()),
+        evaluate("buy_and_hold", symbol, interval, inputs, strategies.buy_and_hold_targets(n),
+                 {"market": "perpetual"}, costs, RiskRules(), family=BENCHMARK_FAMILY),
+        evaluate("buy_and_hold_spot", symbol, interval, spot, strategies.buy_and_hold_targets(n),
+                 {"market": "spot"}, costs, RiskRules(), family=BENCHMARK_FAMILY),
+        evaluate("flat", symbol, interval, inputs, strategies.flat_targets(n), {}, costs, RiskRules(),
+                 family=BENCHMARK_FAMILY),
         evaluate("ma_momentum", symbol, interval, inputs,
-                 baselines.ma_momentum_targets(inputs.close, ma_fast, ma_slow),
-                 {"fast": ma_fast, "slow": ma_slow}, costs, risk),
+                 strategies.ma_momentum_targets(inputs.close, ma_fast, ma_slow),
+                 {"fast": ma_fast, "slow": ma_slow}, costs, risk, family="ma_momentum"),
     ]
-    if features is None:
-        features, _ = baselines.candle_features(inputs.open, inputs.high, inputs.low, inputs.close, inputs.volume)
-        feature_source = "candles"
-    try:
-        lr = baselines.logistic_regression_baseline(features, inputs.close, lr_rule, n_folds=lr_folds)
-    except ValueError as exc:
-        log(f"logistic_regression baseline skipped for {symbol} {interval}: {exc}")
+    if labelled is None:
+        log(f"logistic_regression skipped for {symbol} {interval}: no features.candle_features / features.labels rows")
         return runs
-    tested = lr.tested & (lr.labels >= 0)
-    clf = classification_metrics(lr.labels[tested], lr.proba[tested]) if tested.sum() > 0 else None
-    config = {"threshold": lr_rule.threshold, "sizing": lr_rule.sizing, "fraction": lr_rule.fraction,
-              "n_folds": lr.n_folds, "features": feature_source}
+    if labelled.features.shape[0] != n:
+        raise ValueError(f"{symbol} {interval}: labelled features have {labelled.features.shape[0]} rows "
+                         f"but the candles have {n}: align them to the candles first")
+    try:
+        lr = strategies.logistic_regression_strategy(
+            labelled.features, labelled.usable, labelled.fwd_return, labelled.label_class,
+            round_trip_cost_of(costs), horizon=labelled.horizon, n_folds=lr_folds)
+    except ValueError as exc:
+        log(f"logistic_regression skipped for {symbol} {interval}: {exc}")
+        return runs
+    scored = lr.tested & (labelled.label_class >= 0)
+    clf = classification_metrics(labelled.label_class[scored], lr.proba[scored]) if scored.any() else None
+    config = {"features": labelled.source, "labels": "features.labels", "horizon": labelled.horizon,
+              "n_folds": lr.n_folds, "fitted_folds": len(lr.rules), "signal": "edge_rule",
+              "round_trip_cost": round_trip_cost_of(costs), "margins_tried_per_fold": lr.n_margins,
+              "fold_rules": [rule.as_config() for rule in lr.rules]}
     runs.append(evaluate("logistic_regression", symbol, interval, inputs, lr.targets, config, costs, risk,
-                         classification=clf))
+                         classification=clf, family="logistic_regression"))
     return runs
 
 
@@ -115,27 +156,52 @@ def finite_or_none(value) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> dict[tuple[str, str], float]:
-    """Set ``deflated_sharpe`` on every run (trials: the runs on the same market) and return PBO per market.
+def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> dict[tuple[str, str, str], float]:
+    """Probabilistic and deflated Sharpe of every run; PBO per (symbol, interval, family) with two runs or more.
 
-    PBO (CSCV over the runs' bar returns) needs at least two runs and
-    ``2 * n_splits`` bars per market; otherwise it is NaN.
+    Every run gets ``psr`` (probabilistic Sharpe ratio against zero). A run of
+    a strategy family other than ``benchmark`` also gets ``deflated_sharpe``,
+    deflated by the trials of its family on its market: every run of the family
+    there (or, for a run with ``trial_sharpes``, each configuration in it),
+    stored beside it as ``dsr_trials`` and ``dsr_sharpe_variance`` (variance of
+    the trials' per-bar Sharpe ratios). Alone in its family a run's DSR is its
+    PSR. Benchmarks were not selected among trials: they get ``psr`` only.
+    A run whose returns do not vary (flat) has NaN statistics and is no trial.
+
+    PBO (CSCV over the family's bar returns) needs two runs of equal length
+    and ``2 * n_splits`` bars; the returned mapping holds the families where
+    it could be computed.
     """
-    from pipeline.backtest.metrics import bar_returns
-    from pipeline.backtest.overfitting import deflated_sharpe_of_returns, probability_of_backtest_overfitting, sharpe_moments
+    from pipeline.backtest.overfitting import (deflated_sharpe, probabilistic_sharpe,
+                                               probability_of_backtest_overfitting, sharpe_moments)
 
-    groups: dict[tuple[str, str], list[BacktestRun]] = {}
+    groups: dict[tuple[str, str, str], list[BacktestRun]] = {}
     for r in runs:
-        groups.setdefault((r.symbol, r.interval), []).append(r)
+        groups.setdefault((r.symbol, r.interval, r.family), []).append(r)
     pbo = {}
     for key, members in groups.items():
         rets = [bar_returns(r.result.equity, r.result.initial_equity) for r in members]
-        srs = np.array([sharpe_moments(x)[0] if x.std() > 0 else np.nan for x in rets])
-        for r, x, sr in zip(members, rets, srs):
-            r.metrics["deflated_sharpe"] = deflated_sharpe_of_returns(x, srs) if np.isfinite(sr) else math.nan
+        moments = [sharpe_moments(x) if x.size > 1 and x.std() > 0 else None for x in rets]
+        trials = []
+        for r, m in zip(members, moments):
+            if r.trial_sharpes is not None:
+                trials.extend(float(v) for v in r.trial_sharpes if math.isfinite(v))
+            elif m is not None:
+                trials.append(m[0])
+        n_trials = max(1, len(trials))
+        variance = float(np.var(trials, ddof=1)) if len(trials) > 1 else 0.0
+        for r, m in zip(members, moments):
+            psr = probabilistic_sharpe(m[0], 0.0, m[3], m[1], m[2]) if m is not None else math.nan
+            r.metrics["psr"] = psr
+            if r.family == BENCHMARK_FAMILY:
+                for name in ("deflated_sharpe", "dsr_trials", "dsr_sharpe_variance"):
+                    r.metrics.pop(name, None)
+                continue
+            r.metrics["deflated_sharpe"] = (deflated_sharpe(m[0], variance, n_trials, m[3], m[1], m[2])
+                                            if m is not None else math.nan)
+            r.metrics["dsr_trials"] = float(n_trials)
+            r.metrics["dsr_sharpe_variance"] = variance
         lengths = {x.shape[0] for x in rets}
-        if len(members) >= 2 and len(lengths) == 1 and lengths.pop() >= 2 * n_splits:
+        if key[2] != BENCHMARK_FAMILY and len(members) >= 2 and len(lengths) == 1 and lengths.pop() >= 2 * n_splits:
             pbo[key] = probability_of_backtest_overfitting(np.column_stack(rets), n_splits)["pbo"]
-        else:
-            pbo[key] = math.nan
     return pbo

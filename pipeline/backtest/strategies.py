@@ -1,14 +1,22 @@
-"""Baseline strategies on the same engine and costs as the models.
+"""The strategies traded by the baseline backtests, on the same engine and costs as the models.
 
-- ``buy_and_hold``: long 100 % of equity from the first bar;
-- ``flat``: never in the market (its equity stays at the start: a sanity line);
+Benchmarks (family ``benchmark``: not selected among any trials):
+
+- ``buy_and_hold``: long 100 % of equity in the perpetual from the first bar,
+  paying and receiving funding; ``buy_and_hold_spot`` holds the same coin as
+  spot, with no funding;
+- ``flat``: never in the market (its equity stays at the start: a sanity line).
+
+Reference strategies:
+
 - ``ma_momentum``: long when the fast simple moving average of the close is
   above the slow one, short when below (flat while they warm up);
-- ``logistic_regression``: a multinomial logistic regression on candle
-  features predicting the direction class (down / flat / up) of the next
-  ``horizon`` bars, fitted per purged walk-forward fold; only out-of-sample
-  probabilities are traded (flat before the first test fold), through the
-  same confidence-threshold rule as the models.
+- ``logistic_regression``: a multinomial logistic regression on the model
+  inputs of ``features.candle_features`` that learns the one label definition
+  (``features.labels``, classes 0 down / 1 flat / 2 up) walk-forward on the
+  shared purged splits, and trades its out-of-sample probabilities through the
+  cost-aware edge rule of :mod:`pipeline.backtest.signals` (the rule the
+  trained models use), fitted on each fold's validation tail.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import warnings
 
 import numpy as np
 
-from pipeline.backtest.signals import SignalRule, target_positions
+from pipeline.backtest.signals import DEFAULT_MARGINS, EdgeRule, edge_targets, fit_edge_rule
 from pipeline.training.splits import walk_forward_splits
 
-BASELINES = ("buy_and_hold", "flat", "ma_momentum", "logistic_regression")
+BENCHMARKS = ("buy_and_hold", "buy_and_hold_spot", "flat")
+REFERENCE_STRATEGIES = ("ma_momentum", "logistic_regression")
 
 
 def buy_and_hold_targets(n: int) -> np.ndarray:
@@ -54,94 +63,103 @@ def ma_momentum_targets(close: np.ndarray, fast: int = 24, slow: int = 96, allow
     return out
 
 
-def candle_features(open_, high, low, close, volume) -> tuple[np.ndarray, list[str]]:
-    """A small causal feature set from candles (each row uses bars up to and including its own).
-
-    Used by the logistic-regression baseline when ``features.candle_features``
-    is not in the warehouse. The first rows are NaN while windows warm up.
-    """
-    o, h, lo, c, v = (np.asarray(a, dtype=np.float64) for a in (open_, high, low, close, volume))
-    logc = np.log(c)
-    n = c.shape[0]
-
-    def lag_diff(x, k):
-        out = np.full(n, np.nan)
-        out[k:] = x[k:] - x[:-k]
-        return out
-
-    r1 = lag_diff(logc, 1)
-    cols = {
-        "log_ret_1": r1,
-        "log_ret_4": lag_diff(logc, 4),
-        "log_ret_24": lag_diff(logc, 24),
-        "range_pct": (h - lo) / c,
-        "close_pos": np.where(h > lo, (c - lo) / np.where(h > lo, h - lo, 1.0), 0.5),
-        "body_ratio": (c - o) / np.where(h > lo, h - lo, 1.0),
-        "realized_vol_24": np.sqrt(_sma(np.nan_to_num(r1) ** 2, 24)),
-        "sma_dist_24": c / _sma(c, 24) - 1.0,
-        "sma_dist_96": c / _sma(c, 96) - 1.0,
-        "volume_ratio_24": v / np.where(_sma(v, 24) > 0, _sma(v, 24), np.nan),
-    }
-    cols["realized_vol_24"][:24] = np.nan
-    names = list(cols)
-    return np.column_stack([cols[k] for k in names]), names
-
-
-def direction_labels(close: np.ndarray, horizon: int = 1, dead_zone: float = 0.0015) -> np.ndarray:
-    """Class of the forward return over ``(t, t + horizon]``: 0 down, 1 flat, 2 up; -1 where unknown."""
-    close = np.asarray(close, dtype=np.float64)
-    n = close.shape[0]
-    out = np.full(n, -1, dtype=np.int64)
-    if n > horizon:
-        fwd = close[horizon:] / close[:-horizon] - 1.0
-        out[:-horizon] = np.where(fwd > dead_zone, 2, np.where(fwd < -dead_zone, 0, 1))
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
-class LogisticBaselineOutput:
-    proba: np.ndarray  # (n, 3) down / flat / up; zeros outside the test folds
-    tested: np.ndarray  # bool (n,): bar is out-of-sample in some fold
-    labels: np.ndarray  # (n,) direction class, -1 where unknown
-    targets: np.ndarray  # (n,) target positions
+class LogisticRegressionOutput:
+    proba: np.ndarray  # (n, 3) down / flat / up out of sample; NaN on bars without a prediction
+    tested: np.ndarray  # bool (n,): bar has an out-of-sample prediction
+    targets: np.ndarray  # (n,) target positions from the fold's edge rule
+    rules: tuple[EdgeRule, ...]  # the edge rule of each fold that was fitted
     n_folds: int
+    n_margins: int  # margins each fold's rule was chosen among
 
 
-def logistic_regression_baseline(features: np.ndarray, close: np.ndarray, rule: SignalRule = SignalRule(0.4),
-                                 n_folds: int = 4, horizon: int = 1, dead_zone: float = 0.0015,
-                                 train_min: int | None = None, embargo: int = 0, seed: int = 0,
-                                 ) -> LogisticBaselineOutput:
-    """Walk-forward logistic regression: fit on each fold's purged training rows, predict its test rows.
-
-    Rows with a NaN feature are not used for fitting and stay flat when tested.
-    Scaling statistics are fitted on the fold's training rows only.
-    """
+def _fit_logistic(x: np.ndarray, y: np.ndarray, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=1.0, max_iter=300, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(scaler.transform(x), y)
+    return scaler, model
+
+
+def _predict(scaler, model, x: np.ndarray) -> np.ndarray:
+    p = model.predict_proba(scaler.transform(x))
+    out = np.zeros((x.shape[0], 3))
+    for j, cls in enumerate(model.classes_):
+        out[:, int(cls)] = p[:, j]
+    return out
+
+
+def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_return: np.ndarray,
+                                 label_class: np.ndarray, round_trip_cost: float, horizon: int = 1,
+                                 n_folds: int = 4, train_min: int | None = None, embargo: int = 0,
+                                 validation_fraction: float = 0.2, margins: tuple[float, ...] = DEFAULT_MARGINS,
+                                 fraction: float = 1.0, allow_short: bool = True, seed: int = 0,
+                                 ) -> LogisticRegressionOutput:
+    """Walk-forward logistic regression traded through the cost-aware edge rule.
+
+    Rows are bars in time order. ``usable`` marks bars whose model inputs are
+    complete (not warm-up, no NULL input); only those are fitted or predicted.
+    Training rows also need a known label (``label_class >= 0``). Per fold of
+    :func:`~pipeline.training.splits.walk_forward_splits` (purge = ``horizon``):
+
+    1. the last ``validation_fraction`` of the training range is the
+       validation tail; a model fitted on the rows before it (purged by
+       ``horizon``) predicts it, and :func:`~pipeline.backtest.signals.fit_edge_rule`
+       takes the class returns and the margin from those rows;
+    2. a model refitted on all training rows predicts the test block, traded by
+       that rule. The test block's labels are never read.
+
+    Bars outside every test block, or not usable, have no prediction (NaN) and are flat.
+    """
     x = np.asarray(features, dtype=np.float64)
     n = x.shape[0]
-    if x.ndim != 2 or n != np.asarray(close).shape[0]:
-        raise ValueError(f"features has shape {x.shape}; expected ({np.asarray(close).shape[0]}, k) like close")
-    labels = direction_labels(close, horizon, dead_zone)
-    valid_x = np.all(np.isfinite(x), axis=1)
+    usable = np.asarray(usable, dtype=bool)
+    fwd = np.asarray(fwd_return, dtype=np.float64)
+    cls = np.asarray(label_class, dtype=np.int64)
+    if x.ndim != 2 or any(a.shape != (n,) for a in (usable, fwd, cls)):
+        raise ValueError(f"features has shape {x.shape}; usable, fwd_return and label_class must have ({n},), "
+                         f"have {usable.shape}, {fwd.shape}, {cls.shape}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction={validation_fraction!r}: must be in (0, 1)")
+    usable = usable & np.all(np.isfinite(x), axis=1)
+    labelled = usable & (cls >= 0) & np.isfinite(fwd)
     train_min = train_min or max(200, n // 5)
     folds = walk_forward_splits(n, n_folds, train_min, purge=horizon, embargo=embargo)
-    proba = np.zeros((n, 3))
-    tested = np.zeros(n, dtype=bool)
+    proba = np.full((n, 3), np.nan)
+    targets = np.zeros(n)
+    rules = []
     for fold in folds:
-        tr = fold.train[valid_x[fold.train] & (labels[fold.train] >= 0)]
-        te = fold.test[valid_x[fold.test]]
-        if tr.size < 10 or np.unique(labels[tr]).size < 2 or te.size == 0:
+        train_end = fold.train_end
+        val_start = int(train_end * (1.0 - validation_fraction))
+        inner = np.flatnonzero(labelled[: max(0, val_start - horizon)])
+        val = val_start + np.flatnonzero(labelled[val_start:train_end])
+        train = np.flatnonzero(labelled[:train_end])
+        test = fold.test[usable[fold.test]]
+        if min(inner.size, val.size) < 10 or np.unique(cls[inner]).size < 2 or test.size == 0:
             continue
-        scaler = StandardScaler().fit(x[tr])
-        model = LogisticRegression(C=1.0, max_iter=300, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(scaler.transform(x[tr]), labels[tr])
-        p = model.predict_proba(scaler.transform(x[te]))
-        for j, cls in enumerate(model.classes_):
-            proba[te, int(cls)] = p[:, j]
-        tested[te] = True
-    targets = target_positions(proba[:, 0], proba[:, 2], rule)
-    return LogisticBaselineOutput(proba, tested, labels, targets, len(folds))
+        scaler, model = _fit_logistic(x[inner], cls[inner], seed)
+        rule = fit_edge_rule(_predict(scaler, model, x[val]), fwd[val], cls[val], round_trip_cost, margins,
+                             fraction, allow_short, horizon=horizon)
+        scaler, model = _fit_logistic(x[train], cls[train], seed)
+        proba[test] = _predict(scaler, model, x[test])
+        block = np.arange(*fold.test_range)
+        targets[block] = edge_targets(proba[block], rule)  # each fold's block starts flat and follows its rule
+        rules.append(rule)
+    tested = ~np.isnan(proba).any(axis=1)
+    return LogisticRegressionOutput(proba, tested, targets, tuple(rules), len(folds), len(margins))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledFeatures:
+    """Model inputs and labels of one market, aligned bar by bar to its candles."""
+
+    features: np.ndarray  # (n, k) MODEL_INPUT_COLUMNS of features.candle_features, NaN where NULL / missing
+    usable: np.ndarray  # bool (n,): a features row exists, is not warm-up and has every input
+    fwd_return: np.ndarray  # (n,) features.labels fwd_return at ``horizon``, NaN where unknown
+    label_class: np.ndarray  # (n,) int64 class 0 down / 1 flat / 2 up, -1 unknown
+    horizon: int
+    source: str = "features.candle_features"

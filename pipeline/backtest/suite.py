@@ -1,8 +1,16 @@
-"""The baseline suite over the warehouse: load candles / funding / features, backtest, report, store."""
+"""The baseline suite over the warehouse: load candles / funding / features / labels, backtest, report, store.
+
+"Baselines" are what every model is compared against: the benchmarks (buy
+and hold of the perpetual and of spot, flat) and the reference strategies
+(MA momentum, the cost-aware logistic regression) of
+:mod:`pipeline.backtest.strategies`, on every (symbol, interval) of the settings.
+The Dagster asset ``backtest/baselines`` calls :func:`run_baseline_suite`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +21,12 @@ import polars as pl
 from pipeline.backtest.costs import CostModel, funding_per_bar
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.reports import write_reports
-from pipeline.backtest.runs import BacktestRun, add_overfitting_statistics, run_baselines
+from pipeline.backtest.runs import BacktestRun, add_overfitting_statistics, run_market_baselines
 from pipeline.backtest.store import store_runs
+from pipeline.backtest.strategies import LabelledFeatures
 from pipeline.config import Settings
+from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.features.labels import LABELS_TABLE, UNKNOWN_CLASS, load_labels
 from pipeline.warehouse import Warehouse
 
 FEATURES_TABLE = "features.candle_features"
@@ -35,17 +46,19 @@ def load_funding(warehouse: Warehouse, symbol: str) -> pl.DataFrame:
     return warehouse.query("select ts, funding_rate from raw.funding where symbol = ? order by ts", [symbol])
 
 
-def load_model_features(warehouse: Warehouse, symbol: str, interval: str, candles: pl.DataFrame,
-                        log: Callable[[str], None]) -> np.ndarray | None:
-    """The model-input columns of ``features.candle_features`` aligned to ``candles``; None when absent."""
-    try:
-        from pipeline.features.columns import MODEL_INPUT_COLUMNS
-    except ImportError:
-        log("pipeline.features.columns.MODEL_INPUT_COLUMNS not available: logistic regression uses candle features")
-        return None
-    if not warehouse.table_exists(FEATURES_TABLE):
-        log(f"{FEATURES_TABLE} is not in the warehouse: logistic regression uses features computed from candles")
-        return None
+def load_labelled_features(warehouse: Warehouse, symbol: str, interval: str, candles: pl.DataFrame, horizon: int,
+                           log: Callable[[str], None]) -> LabelledFeatures | None:
+    """Model inputs of ``features.candle_features`` and ``features.labels`` at ``horizon``, aligned to ``candles``.
+
+    None (with a log line saying what is missing) when either table, a model
+    input column or this market's rows are absent: the logistic regression is
+    then skipped, never fed another feature set.
+    """
+    for table in (FEATURES_TABLE, LABELS_TABLE):
+        if not warehouse.table_exists(table):
+            log(f"{table} is not in the warehouse: logistic regression skipped for {symbol} {interval} "
+                "(materialize features/candle_features and features/labels first)")
+            return None
     schema, name = FEATURES_TABLE.split(".")
     have = set(
         warehouse.query(
@@ -53,20 +66,32 @@ def load_model_features(warehouse: Warehouse, symbol: str, interval: str, candle
             [schema, name],
         )["column_name"].to_list()
     )
-    missing = [c for c in MODEL_INPUT_COLUMNS if c not in have]
+    missing = [c for c in ("is_warmup", *MODEL_INPUT_COLUMNS) if c not in have]
     if missing:
         log(f"{FEATURES_TABLE} lacks {', '.join(missing[:5])}{'…' if len(missing) > 5 else ''}: "
-            "logistic regression uses features computed from candles")
+            f"logistic regression skipped for {symbol} {interval}")
         return None
     cols = ", ".join(f'cast("{c}" as double) as "{c}"' for c in MODEL_INPUT_COLUMNS)
     feats = warehouse.query(
-        f"select ts, {cols} from {FEATURES_TABLE} where symbol = ? and interval = ?", [symbol, interval]
+        f"select ts, is_warmup, {cols} from {FEATURES_TABLE} where symbol = ? and interval = ?", [symbol, interval]
     )
-    if feats.height == 0:
-        log(f"{FEATURES_TABLE} has no rows for {symbol} {interval}: logistic regression uses candle features")
+    labels = load_labels(warehouse, symbol, interval, horizon)
+    if feats.height == 0 or labels.height == 0:
+        log(f"{FEATURES_TABLE} has {feats.height} and {LABELS_TABLE} {labels.height} rows for {symbol} {interval} "
+            f"(horizon {horizon}): logistic regression skipped")
         return None
-    joined = candles.select("ts").join(feats, on="ts", how="left")
-    return joined.select(MODEL_INPUT_COLUMNS).fill_null(float("nan")).to_numpy().astype(np.float64)
+    joined = (candles.select("ts")
+              .join(feats.with_columns(_has_row=pl.lit(True)), on="ts", how="left")
+              .join(labels.select("ts", "fwd_return", "label_class"), on="ts", how="left"))
+    x = joined.select(MODEL_INPUT_COLUMNS).fill_null(float("nan")).to_numpy().astype(np.float64)
+    usable = (joined["_has_row"].fill_null(False) & ~joined["is_warmup"].fill_null(True)).to_numpy()
+    usable &= np.all(np.isfinite(x), axis=1)
+    return LabelledFeatures(
+        features=x, usable=usable,
+        fwd_return=joined["fwd_return"].cast(pl.Float64).fill_null(float("nan")).to_numpy(),
+        label_class=joined["label_class"].fill_null(UNKNOWN_CLASS).to_numpy().astype(np.int64),
+        horizon=horizon, source=FEATURES_TABLE,
+    )
 
 
 @dataclasses.dataclass
@@ -74,26 +99,35 @@ class SuiteResult:
     runs: list[BacktestRun]
     rows_written: dict[str, int]
     comparison_report: Path | None
-    pbo: dict[tuple[str, str], float]
+    pbo: dict[tuple[str, str, str], float]  # (symbol, interval, family) -> PBO, families with >= 2 runs
     skipped: list[str]
 
 
+def _num(value, fmt: str = ".2f") -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
 def summary_markdown(runs: list[BacktestRun]) -> str:
-    lines = ["| strategy | symbol | interval | total return | Sharpe | max DD | trades |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| strategy | family | symbol | interval | total return | Sharpe (net) | Sharpe (gross) | max DD | trades "
+             "| PSR | deflated Sharpe | DSR trials |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         m = r.metrics
-        sharpe = m.get("sharpe", math.nan)
         lines.append(
-            f"| {r.strategy} | {r.symbol} | {r.interval} | {100 * m['total_return']:.2f}% | "
-            f"{sharpe:.2f} | {100 * m['max_drawdown']:.2f}% | {m['n_trades']:.0f} |"
+            f"| {r.strategy} | {r.family} | {r.symbol} | {r.interval} | {100 * m['total_return']:.2f}% | "
+            f"{_num(m.get('sharpe'))} | {_num(m.get('gross_sharpe'))} | {100 * m['max_drawdown']:.2f}% | "
+            f"{m['n_trades']:.0f} | {_num(m.get('psr'), '.3f')} | {_num(m.get('deflated_sharpe'), '.3f')} | "
+            f"{_num(m.get('dsr_trials'), '.0f')} |"
         )
     return "\n".join(lines)
 
 
-def backtest_baselines(warehouse: Warehouse, settings: Settings, log: Callable[[str], None] = print,
-                       min_bars: int = 200) -> SuiteResult:
-    """Every baseline for every (symbol, interval) in ``settings``: backtest, reports, backtest.* rows."""
+def run_baseline_suite(warehouse: Warehouse, settings: Settings, log: Callable[[str], None] = print,
+                       min_bars: int = 200, horizon: int = 1) -> SuiteResult:
+    """Every baseline for every (symbol, interval) in ``settings``: backtest, reports, backtest.* rows.
+
+    The logistic regression learns ``features.labels`` at ``horizon`` bars.
+    """
     costs = CostModel.from_settings(settings)
     runs: list[BacktestRun] = []
     skipped: list[str] = []
@@ -111,16 +145,31 @@ def backtest_baselines(warehouse: Warehouse, settings: Settings, log: Callable[[
             inputs = prepare_inputs(ts_ms, candles["open"].to_numpy(), candles["high"].to_numpy(),
                                     candles["low"].to_numpy(), candles["close"].to_numpy(),
                                     candles["volume"].to_numpy(), fund)
-            features = load_model_features(warehouse, symbol, interval, candles, log)
-            runs += run_baselines(symbol, interval, inputs, costs, features=features,
-                                  feature_source="features.candle_features" if features is not None else "candles",
-                                  log=log)
+            labelled = load_labelled_features(warehouse, symbol, interval, candles, horizon, log)
+            runs += run_market_baselines(symbol, interval, inputs, costs, labelled=labelled, log=log)
     if not runs:
         return SuiteResult([], {}, None, {}, skipped)
     pbo = add_overfitting_statistics(runs)
-    pbo_rows = "".join(f"<tr><td class='l'>{s} · {i}</td><td>{v:.3f}</td></tr>" for (s, i), v in pbo.items())
-    extra = ("<h2>Probability of backtest overfitting (CSCV over the baselines)</h2>"
-             f"<table><tr><th class='l'>market</th><th>PBO</th></tr>{pbo_rows}</table>")
-    comparison = write_reports(runs, Path(settings.reports_dir) / "backtests", extra)
+    comparison = write_reports(runs, Path(settings.reports_dir) / "backtests", overfitting_html(runs, pbo))
     written = store_runs(warehouse, runs)
     return SuiteResult(runs, written, comparison, pbo, skipped)
+
+
+def overfitting_html(runs: list[BacktestRun], pbo: dict[tuple[str, str, str], float]) -> str:
+    """The deflation table of the comparison report: each run's PSR, DSR, its trials and their Sharpe variance."""
+    rows = "".join(
+        f"<tr><td class='l'>{html.escape(r.strategy)}</td><td class='l'>{html.escape(r.family)}</td>"
+        f"<td class='l'>{html.escape(r.symbol)} · {html.escape(r.interval)}</td>"
+        f"<td>{_num(r.metrics.get('psr'), '.3f')}</td><td>{_num(r.metrics.get('deflated_sharpe'), '.3f')}</td>"
+        f"<td>{_num(r.metrics.get('dsr_trials'), '.0f')}</td><td>{_num(r.metrics.get('dsr_sharpe_variance'), '.3g')}</td>"
+        f"<td>{_num(pbo.get((r.symbol, r.interval, r.family)), '.3f')}</td></tr>"
+        for r in runs
+    )
+    return ("<h2>Deflation over each strategy's trials</h2>"
+            "<p class='muted'>PSR: probabilistic Sharpe ratio against zero. A strategy's deflated Sharpe counts "
+            "the trials of its family on the same market (the configurations tried for it); benchmarks were "
+            "not selected among trials and show their PSR only. Sharpe variance: of the trials' per-bar Sharpe "
+            "ratios. PBO (CSCV) needs two trials or more in a family.</p>"
+            "<table><tr><th class='l'>strategy</th><th class='l'>family</th><th class='l'>market</th><th>PSR</th>"
+            "<th>deflated Sharpe</th><th>trials</th><th>Sharpe variance</th><th>PBO</th></tr>"
+            f"{rows}</table>")
