@@ -1,4 +1,5 @@
-"""Trading costs: fees, slippage and impact, and funding payments aligned to bars."""
+"""The exchange's terms for one instrument (fees, slippage and impact, maintenance margin) and funding
+payments aligned to bars."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import dataclasses
 import numpy as np
 
 from pipeline.config import Settings
+
+# Bybit's maintenance margin rate of the first risk-limit tier of BTCUSDT (0.5 %)
+DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +21,12 @@ class CostModel:
     ``order_type="maker"`` models resting limit orders). Slippage moves every
     fill against the trader by ``slippage_bps / 1e4 + impact_coef * |qty| / volume``
     where ``volume`` is the last closed bar's volume in base units.
+
+    ``maintenance_margin_rate``: the maintenance margin as a fraction of the
+    position's value; the engine liquidates a position when equity falls to
+    it. Bybit's first risk-limit tier for BTCUSDT is 0.5 % (the default);
+    other symbols and higher tiers have their own rate, so set it per symbol.
+    Liquidations pay ``taker_fee`` whatever ``order_type`` says.
     """
 
     taker_fee: float = 0.00055
@@ -24,14 +34,18 @@ class CostModel:
     order_type: str = "taker"
     slippage_bps: float = 2.0
     impact_coef: float = 0.0
+    maintenance_margin_rate: float = DEFAULT_MAINTENANCE_MARGIN_RATE
 
     def __post_init__(self) -> None:
         if self.order_type not in ("taker", "maker"):
             raise ValueError(f"order_type={self.order_type!r}: use 'taker' or 'maker'")
-        for name in ("taker_fee", "maker_fee", "slippage_bps", "impact_coef"):
+        for name in ("taker_fee", "maker_fee", "slippage_bps", "impact_coef", "maintenance_margin_rate"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"CostModel.{name}={value!r}: must be a finite number >= 0")
+        if self.maintenance_margin_rate >= 1:
+            raise ValueError(f"CostModel.maintenance_margin_rate={self.maintenance_margin_rate!r}: must be below 1 "
+                             f"(a fraction of the position's value, e.g. 0.005 for 0.5 %)")
 
     @property
     def fee_rate(self) -> float:

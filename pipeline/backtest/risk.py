@@ -22,6 +22,9 @@ class RiskRules:
     - ``weekly_drawdown_limit``: after the equity falls this fraction below the
       week's starting equity, the position is closed and no trade is opened
       until the next (Monday, UTC) week.
+    - ``max_leverage``: the most ``|position value| / equity`` an order may
+      open (fees and slippage included); targets beyond it are cut. 1 (no
+      leverage) unless configured.
     When several stops are set the tightest one applies.
     """
 
@@ -33,6 +36,7 @@ class RiskRules:
     daily_drawdown_limit: float = 0.0
     weekly_drawdown_limit: float = 0.0
     atr_period: int = 14
+    max_leverage: float = 1.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -42,6 +46,8 @@ class RiskRules:
         for name in ("stop_loss_pct", "daily_drawdown_limit", "weekly_drawdown_limit"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"RiskRules.{name}={getattr(self, name)!r}: must be below 1 (a fraction)")
+        if self.max_leverage <= 0:
+            raise ValueError(f"RiskRules.max_leverage={self.max_leverage!r}: must be > 0 (1 = no leverage)")
         if self.atr_period < 1:
             raise ValueError(f"RiskRules.atr_period={self.atr_period!r}: must be >= 1")
 

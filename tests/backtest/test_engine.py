@@ -40,21 +40,23 @@ def test_long_round_trip_to_the_cent():
     inp = bars([100, 100, 110, 120], [100, 105, 115, 120])
     costs = CostModel(taker_fee=0.001, slippage_bps=10)
     res = run_backtest(inp, [1.0, 1.0, 0.0, 0.0], costs)
-    # bar 1 open: buy 100 units at 100 * 1.001 = 100.1, fee 10.01 -> cash -20.01
+    # bar 1 open: full size at 100 * 1.001 = 100.1 with the fee must fit 10,000: q = 10,000 / (100.1 * 1.001)
+    q = 10_000 / (100.1 * 1.001)
     assert res.equity[0] == pytest.approx(10_000.0, abs=1e-9)
-    assert res.equity[1] == pytest.approx(-20.01 + 100 * 105, abs=1e-9)
-    assert res.equity[2] == pytest.approx(-20.01 + 100 * 115, abs=1e-9)
-    # bar 3 open: sell 100 at 120 * 0.999 = 119.88, fee 11.988
-    assert res.equity[3] == pytest.approx(-20.01 + 11_988 - 11.988, abs=1e-9)
-    assert res.fees_paid == pytest.approx(10.01 + 11.988, abs=1e-9)
+    assert res.equity[1] == pytest.approx(q * 105, abs=1e-9)
+    assert res.equity[2] == pytest.approx(q * 115, abs=1e-9)
+    # bar 3 open: sell q at 120 * 0.999 = 119.88, fee 0.1 %
+    assert res.equity[3] == pytest.approx(q * 119.88 * 0.999, abs=1e-9)
+    assert res.fees_paid == pytest.approx(q * 100.1 * 0.001 + q * 119.88 * 0.001, abs=1e-9)
     t = res.trades_table()
     assert t["side"].tolist() == [1]
     assert t["entry_price"][0] == pytest.approx(100.1)
     assert t["exit_price"][0] == pytest.approx(119.88)
-    assert t["pnl"][0] == pytest.approx(1956.002, abs=1e-9)
+    assert t["pnl"][0] == pytest.approx(q * 119.88 * 0.999 - 10_000, abs=1e-9)
     assert t["entry_i"][0] == 1 and t["exit_i"][0] == 3
     assert t["exit_reason"][0] == "signal"
-    assert res.position[1] == pytest.approx(100 * 105 / res.equity[1])
+    assert res.position[1] == pytest.approx(q * 105 / res.equity[1])
+    assert np.all(res.position <= 1.0 + 1e-12)  # never more than the equity
 
 
 def test_execution_at_close_uses_the_same_bar():
@@ -68,10 +70,9 @@ def test_execution_at_close_uses_the_same_bar():
 def test_funding_long_pays_short_receives():
     funding = [0.0, 0.0, 0.0001, 0.0002]
     inp = bars([100, 100, 110, 120], [100, 105, 115, 120], funding=funding)
-    costs = CostModel(taker_fee=0.001, slippage_bps=10)
-    long_ = run_backtest(inp, [1.0, 1.0, 0.0, 0.0], costs)
+    long_ = run_backtest(inp, [1.0, 1.0, 0.0, 0.0], no_costs())
     # bar 2 open: 100 units * 110 * 0.0001 = 1.1; bar 3 open: 100 * 120 * 0.0002 = 2.4
-    assert long_.equity[3] == pytest.approx(11_956.002 - 1.1 - 2.4, abs=1e-9)
+    assert long_.equity[3] == pytest.approx(10_000 + 100 * 20 - 1.1 - 2.4, abs=1e-9)
     assert long_.funding_paid == pytest.approx(3.5, abs=1e-12)
     assert long_.trades_table()["funding"][0] == pytest.approx(-3.5, abs=1e-12)
     short = run_backtest(inp, [-0.5, -0.5, 0.0, 0.0], no_costs())

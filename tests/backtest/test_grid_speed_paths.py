@@ -1,9 +1,8 @@
-"""The fast grid runner (scalar state, shared target rows, summary on the fly) against the plain path.
+"""The grid runner (shared target rows, summary on the fly) against single runs of each configuration.
 
-``engine.grid_reference`` is the grid as it was first written: one full
-``simulate`` per configuration, equity and position curves, then the summary.
-The fast path must give the same numbers bit for bit, for every risk rule,
-sizing, both executions, impact and the drawdown limits.
+The single run and the grid run the same bar loop and order kernel, so each
+grid row must equal ``run_backtest(...).summary`` bit for bit, for every risk
+rule, sizing, both executions, impact and the drawdown limits.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.backtest.costs import CostModel
-from pipeline.backtest.engine import N_GRID_COLS, engine_params, grid_reference, prepare_inputs, run_grid
+from pipeline.backtest.engine import N_GRID_COLS, prepare_inputs, run_backtest, run_grid
+from pipeline.backtest.signals import SIZINGS, SignalRule, target_positions
 from pipeline.backtest.risk import RiskRules
 
 H = 3_600_000
@@ -56,11 +56,14 @@ def test_fast_grid_equals_the_plain_path_bit_for_bit(execution, limits):
     kw = dict(confidence=conf, min_confidence=0.2, kelly_payoff=1.3, half_kelly=False, kelly_cap=0.4,
               daily_drawdown_limit=limits[0], weekly_drawdown_limit=limits[1], execution=execution)
     fast = run_grid(inp, p_down, p_up, configs, 8760.0, costs, **kw)
-    base = engine_params(costs, RiskRules(daily_drawdown_limit=limits[0], weekly_drawdown_limit=limits[1]),
-                         execution, 10_000.0)
     ref = np.empty_like(fast)
-    grid_reference(inp.open, inp.high, inp.low, inp.close, inp.volume, inp.atr, inp.funding, inp.day_id,
-                   inp.week_id, p_down, p_up, conf, configs, base, 0.2, 1.3, 1.0, 0.4, 8760.0, ref)
+    for k, cfg in enumerate(configs):
+        rule = SignalRule(cfg[0], SIZINGS[int(cfg[1])], cfg[2], min_confidence=0.2, kelly_payoff=1.3,
+                          half_kelly=False, kelly_cap=0.4)
+        risk = RiskRules(stop_loss_pct=cfg[3], stop_loss_atr=cfg[4], trailing_atr=cfg[5], take_profit_pct=cfg[6],
+                         max_holding_bars=int(cfg[7]), daily_drawdown_limit=limits[0],
+                         weekly_drawdown_limit=limits[1])
+        ref[k] = run_backtest(inp, target_positions(p_down, p_up, rule, conf), costs, risk, execution).summary
     # the workload exercises what it claims to: trades, exposure and a real spread of outcomes
     assert np.all(ref[:, 3] > 0) and np.unique(ref[:, 0]).size > len(configs) // 2
     np.testing.assert_array_equal(fast, ref)
