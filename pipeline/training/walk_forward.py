@@ -284,8 +284,9 @@ def save_artifact(module: InferenceModel, config: TrainingConfig, store: WindowS
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, out_dir / "weights.safetensors")
     export_error = None
     try:
-        example = torch.from_numpy(np.ascontiguousarray(store.gather(store.sample_rows[:2])))
-        program = torch.export.export(module.eval(), (example,))
+        example = torch.from_numpy(np.ascontiguousarray(store.gather(store.sample_rows[:4])))
+        program = torch.export.export(module.eval(), (example,),
+                                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}})
         torch.export.save(program, out_dir / "program.pt2")
     except Exception as exc:  # noqa: BLE001 - recorded: which architectures do not export, and why
         export_error = f"{type(exc).__name__}: {exc}"[:2000]
