@@ -11,7 +11,10 @@ Conventions aligned explicitly:
   against the trader in both engines (``fees=fee_rate``, ``slippage=bps / 1e4``);
 - both mark equity at the close; no funding and no stops (vectorbt has no
   funding, and its stop fills follow other rules);
-- |target| <= 0.5 so vectorbt never clips an order for lack of cash.
+- |target| <= 0.5 so vectorbt never clips an order for lack of cash, and at
+  full size (targets in {-1, 0, 1}) ``lock_cash=True``: vectorbt then cuts
+  every order so that position value plus fee and slippage fit the cash, the
+  engine's margin rule at leverage 1.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pipeline.backtest.engine import prepare_inputs, run_backtest  # noqa: E402
 H = 3_600_000
 
 
-def _vectorbt_equity(o, c, target, costs, execution):
+def _vectorbt_equity(o, c, target, costs, execution, lock_cash=False):
     n = c.size
     size = np.full(n, np.nan)
     last = 0.0
@@ -43,7 +46,7 @@ def _vectorbt_equity(o, c, target, costs, execution):
     pf = vbt.Portfolio.from_orders(
         close=pd.Series(c, idx), size=pd.Series(size, idx), size_type="targetpercent",
         price=pd.Series(price, idx), val_price=pd.Series(price, idx), fees=costs.fee_rate,
-        slippage=costs.slippage, direction="both", init_cash=10_000.0, freq="1h",
+        slippage=costs.slippage, direction="both", init_cash=10_000.0, freq="1h", lock_cash=lock_cash,
     )
     return pf.value().to_numpy()
 
@@ -82,4 +85,19 @@ def test_parity_on_real_btc_candles(shared_data):
     target = _targets(o.size, 13)
     ours = run_backtest(prepare_inputs(df["ts"].to_numpy(), o, h, lo, c), target, costs)
     theirs = _vectorbt_equity(o, c, target, costs, "next_open")
+    np.testing.assert_allclose(ours.equity, theirs, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("execution", ["next_open", "close"])
+def test_parity_at_full_size_with_fees_and_slippage(execution):
+    rng = np.random.default_rng(21)
+    n = 3000
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, 0.002, n))
+    h, lo = np.maximum(o, c) * 1.002, np.minimum(o, c) * 0.998
+    costs = CostModel(taker_fee=0.00055, slippage_bps=3.0, maintenance_margin_rate=0.005)
+    target = np.sign(_targets(n, 22))  # -1, 0, +1: every entry and flip is cut to fit the equity
+    ours = run_backtest(prepare_inputs(np.arange(n) * H, o, h, lo, c), target, costs, execution=execution)
+    theirs = _vectorbt_equity(o, c, target, costs, execution, lock_cash=True)
+    assert ours.n_trades > 100 and ours.n_liquidations == 0
     np.testing.assert_allclose(ours.equity, theirs, rtol=1e-9, atol=0)
