@@ -2,7 +2,7 @@
 
 One frozen record, built from defaults that make ``make demo`` finish fast,
 overridden by environment variables (``CONVTRADE_*``) and, in Dagster, by run
-config through :class:`pipeline.resources.SettingsResource`.
+config through :class:`assets.resources.SettingsResource`.
 """
 
 from __future__ import annotations
