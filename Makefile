@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pipeline.features.dbt_cli parse
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# Kept as dagster_instance.yaml: a dagster.yaml in the folder `dagster dev` starts from makes it warn
+# that the file "will not be used" (the instance reads $(DAGSTER_HOME)/dagster.yaml only).
+$(DAGSTER_HOME)/dagster.yaml: dagster_instance.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp dagster_instance.yaml $@
 
 demo: setup
 	$(BIN)/convtrade demo

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster_shared.record import replace
 from dagster_dbt import (
+    DagsterDbtProjectPreparer,
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
@@ -29,10 +31,27 @@ from dagster_dbt import (
 
 from assets.partitions import daily_partitions, partition_window
 from assets.resources import SettingsResource, WarehouseResource
-from pipeline.features.dbt_cli import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args
+from pipeline.features.dbt_cli import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args, parse_project
 from pipeline.quality.features_suite import model_input_frames, validate_model_inputs
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+class InterpreterDbtPreparer(DagsterDbtProjectPreparer):
+    """`dbt parse` under `dagster dev` with the dbt of this interpreter's environment.
+
+    dagster-dbt's own preparer runs the `dbt` on PATH (``DbtCliResource``'s default executable), so
+    `.venv/bin/dagster dev` started from a shell without `.venv/bin` on PATH failed while the code
+    location loaded. Only the manifest step is replaced; the lock against concurrent parses stays.
+    """
+
+    def _prepare_manifest(self, project: DbtProject) -> None:
+        parse_project()
+
+
+# DbtProject takes no preparer argument (pinned dagster-dbt 0.29): set it on the record.
+dbt_project = replace(
+    DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR), preparer=InterpreterDbtPreparer()
+)
 dbt_project.prepare_if_dev()
 if not dbt_project.manifest_path.exists():
     raise FileNotFoundError(

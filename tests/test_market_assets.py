@@ -1,6 +1,7 @@
 """Dagster: the Definitions load, and the market assets materialize into a temporary DuckDB."""
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -115,3 +116,71 @@ def test_bad_source_fails_the_run_and_keeps_the_warehouse(resources, partition, 
     message = str(failure.event_specific_data.error)
     assert "bybit_BTCUSDT_60.csv" in message and "line 9" in message
     assert wh.query("select * exclude (ingested_at) from raw.candles order by all").equals(before)
+
+
+def test_dbt_is_found_without_the_virtualenv_on_path(monkeypatch):
+    """`.venv/bin/dagster dev` from any shell: the dbt resource and the dev-time manifest step use the dbt of
+    this interpreter, never a `dbt` looked up on PATH."""
+    import subprocess
+    import sys
+
+    from assets.features import InterpreterDbtPreparer, dbt_project, dbt_resource
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    resource = dbt_resource()  # validates that its executable exists (shutil.which) while PATH is useless
+    executable = Path(resource.dbt_executable)
+    assert executable.is_absolute()
+    assert executable.read_text().splitlines()[0] == f"#!{sys.executable}"
+    done = subprocess.run([str(executable), "--version"], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/nonexistent"})
+    assert done.returncode == 0 and "1." in done.stdout + done.stderr
+    assert isinstance(dbt_project.preparer, InterpreterDbtPreparer)
+
+
+def _export(folder, symbol: str, stamps: list[int]) -> None:
+    lines = ["ts,open,high,low,close,volume"] + [
+        f"{ms},{100 + i % 7},{102 + i % 7},{99 + i % 7},{101 + i % 7},{1 + i % 3}" for i, ms in enumerate(stamps)
+    ]
+    (folder / f"bybit_{symbol}_60.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_history_run_reports_coverage_once_and_skips_absent_datasets(tmp_path):
+    """Five days through the files source: BTC opens late with a 1-bar and an 11-bar hole, ETH's export
+    ends after day 2. The ingest metadata and the GX check count the same 12 missing bars (nothing before
+    BTC's first or after ETH's last candle); one warning line names ETH's empty range; funding, open
+    interest and order book have no file and are skipped with the reason in their metadata."""
+    import logging
+
+    keys = daily_partitions.get_partition_keys()[:5]
+    first_ms = int(dt.datetime.fromisoformat(keys[0]).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    stamps = [first_ms + h * 3_600_000 for h in range(5 * 24)]
+    btc = stamps[5:]
+    btc = [ms for i, ms in enumerate(btc) if i != 10 and not 30 <= i < 41]
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    _export(exports, "BTCUSDT", btc)
+    _export(exports, "ETHUSDT", stamps[: 2 * 24])
+    resources = default_resources(
+        SettingsResource(data_dir=str(tmp_path), source="files", symbols="BTCUSDT,ETHUSDT", files_dir=str(exports))
+    )
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            MARKET + [raw_candles_expectations],
+            resources=resources,
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
+        assert result.success
+        logs = instance.all_logs(result.run_id)
+    meta = result.asset_materializations_for_node("raw__candles")[0].metadata
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    assert meta["missing_bars"].value == check.metadata["missing_bars"].value == 12
+    assert meta["rows_written"].value == len(btc) + 48 == check.metadata["rows_checked"].value
+    assert meta["empty_days"].value == 3 and f"{keys[2]}" in meta["empty_ranges"].value
+    warnings = [r.user_message for r in logs if r.level == logging.WARNING and "no candles" in r.user_message]
+    assert warnings == [f"raw.candles: files returned no candles for ETHUSDT 60 [{keys[2]}, "
+                        f"{dt.date.fromisoformat(keys[-1]) + dt.timedelta(days=1)}) (3 days)"]
+    for node in ("raw__funding", "raw__open_interest", "raw__orderbook"):
+        skipped = result.asset_materializations_for_node(node)[0].metadata["skipped"].value
+        assert "BTCUSDT: no " in skipped and "ETHUSDT: no " in skipped and str(exports) in skipped

@@ -1,4 +1,4 @@
-"""The code location loads the way `make ui` loads it (workspace.yaml, DAGSTER_HOME with dagster.yaml)."""
+"""The code location loads the way `make ui` loads it (workspace.yaml, DAGSTER_HOME with dagster_instance.yaml as its dagster.yaml)."""
 
 import os
 import shutil
@@ -12,7 +12,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def test_workspace_loads_with_dagster_cli(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_ROOT / "dagster_instance.yaml", home / "dagster.yaml")
     env = dict(os.environ, DAGSTER_HOME=str(home), DATA_DIR=str(tmp_path / "data"))
     done = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
@@ -28,7 +28,7 @@ def test_workspace_loads_with_dagster_cli(tmp_path):
 
 
 def test_telemetry_is_off():
-    assert "enabled: false" in (PROJECT_ROOT / "dagster.yaml").read_text().split("telemetry:")[1].splitlines()[1]
+    assert "enabled: false" in (PROJECT_ROOT / "dagster_instance.yaml").read_text().split("telemetry:")[1].splitlines()[1]
     dbt_project = (PROJECT_ROOT / "dbt_features" / "dbt_project.yml").read_text()
     assert "send_anonymous_usage_stats: false" in dbt_project
 
