@@ -172,6 +172,22 @@ TABLES: dict[str, str] = {
 }
 
 
+# Image encodings (pipeline.encodings.build.ENCODINGS): one index table per encoding, mapping each image's
+# row in its array file ($DATA_DIR/artifacts/encodings/<name>/<symbol>_<interval>.npy) to its series and ts.
+ENCODING_NAMES: tuple[str, ...] = (
+    "indicator_image", "gaf", "mtf", "candlestick_5", "candlestick_20", "candlestick_60", "orderbook_heatmap",
+)
+for _name in ENCODING_NAMES:
+    TABLES[f"encodings.{_name}_index"] = f"""
+        create table if not exists encodings.{_name}_index (
+            symbol varchar not null,
+            interval varchar not null,
+            ts timestamp not null,              -- the image's bar (candle open time) or snapshot time, UTC
+            "row" bigint not null,              -- row of the image in its array file
+            primary key (symbol, interval, ts)
+        )"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Replacement:
     """One table's part of a write: delete the rows matching ``where_sql``, insert ``frame``."""

@@ -1,0 +1,212 @@
+"""From the warehouse to image files: one function call per encoding (what the Dagster assets run).
+
+``build_encoding(warehouse, settings, name)`` reads the raw candles (or
+order-book snapshots) of every configured symbol and interval, one query per
+series, cuts the windows that end at each bar (skipping every window that
+spans a missing step of the candle grid: no image is drawn across a gap),
+encodes them in chunks and writes them with
+:func:`pipeline.encodings.store.write_encoding`.
+
+The image at ``ts`` reads the ``history`` bars ending at ``ts`` (the candle
+opened at ``ts``, closed) and nothing later: :func:`series_images` builds
+every window from ``rows[e - history + 1 : e + 1]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.encodings.candlestick import CandlestickChart
+from pipeline.encodings.gramian import GramianAngularField
+from pipeline.encodings.indicator_image import IndicatorImage
+from pipeline.encodings.markov import MarkovTransitionField
+from pipeline.encodings.orderbook_heatmap import OrderBookHeatmap, snapshot_windows
+from pipeline.encodings.store import SeriesImages, WrittenEncoding, write_encoding
+from pipeline.market.timegrid import interval_ms
+from pipeline.training.datasets import valid_window_ends
+from pipeline.warehouse import ENCODING_NAMES
+
+SNAPSHOT_INTERVAL = "snapshot"  # the interval column of order-book images (snapshots have no candle interval)
+
+
+def _ohlcv(w: np.ndarray) -> np.ndarray:
+    return w
+
+
+def _log_close(w: np.ndarray) -> np.ndarray:
+    return np.log(w[:, 3:4])
+
+
+def _log_returns(w: np.ndarray) -> np.ndarray:
+    return np.diff(np.log(w[:, 3:4]), axis=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodingSpec:
+    """One encoding: its encoder, what it reads, and how an OHLCV window becomes the encoder's input."""
+
+    name: str
+    encoder: object
+    source: str  # "candles" or "orderbook"
+    history: int  # bars (snapshots) one image reads, ending at its ts
+    prepare: Callable[[np.ndarray], np.ndarray]  # OHLCV windows [N, 5, history] -> encoder input
+    in_channels: int
+    description: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.encoder.output_shape(self.in_channels)
+
+    @property
+    def dtype(self):
+        return self.encoder.dtype
+
+    def encode_windows(self, windows: np.ndarray) -> np.ndarray:
+        return self.encoder.encode(self.prepare(windows))
+
+
+def _chart(bars: int) -> EncodingSpec:
+    enc = CandlestickChart(bars)
+    return EncodingSpec(f"candlestick_{bars}", enc, "candles", enc.input_length, _ohlcv, 5,
+                        f"Jiang-Kelly-Xiu OHLC chart of the last {bars} bars ({enc.image_height} x {3 * bars} px, "
+                        f"uint8), {bars}-bar moving average, volume in the bottom fifth")
+
+
+ENCODINGS: dict[str, EncodingSpec] = {
+    "indicator_image": EncodingSpec(
+        "indicator_image", IndicatorImage(), "candles", IndicatorImage().input_length, _ohlcv, 5,
+        "CNN-TA indicator matrix: 15 indicators (RSI, Williams %R, CMO, ROC at 7/14/21, MACD histogram, CCI, "
+        "EMA distance) x the last 15 bars, raw values (scaled per fold on its training rows)"),
+    "gaf": EncodingSpec(
+        "gaf", GramianAngularField(64, input_length=128), "candles", 128, _log_close, 1,
+        "GASF and GADF of the log close over the last 128 bars, PAA to 64 x 64"),
+    "mtf": EncodingSpec(
+        "mtf", MarkovTransitionField(64, n_bins=8, input_length=128), "candles", 129, _log_returns, 1,
+        "Markov transition field (8 quantile states) of the last 128 log returns, aggregated to 64 x 64"),
+    "candlestick_5": _chart(5),
+    "candlestick_20": _chart(20),
+    "candlestick_60": _chart(60),
+    "orderbook_heatmap": EncodingSpec(
+        "orderbook_heatmap", OrderBookHeatmap(), "orderbook", OrderBookHeatmap().steps, _ohlcv, 4,
+        "order-book heatmap: the last 32 snapshots x 20 price bins within +-2% of the newest mid, "
+        "log1p of resting bid and ask size"),
+}
+assert tuple(ENCODINGS) == ENCODING_NAMES, "pipeline.warehouse.ENCODING_NAMES and ENCODINGS must list the same"
+
+
+def spec(name: str) -> EncodingSpec:
+    if name not in ENCODINGS:
+        raise KeyError(f"unknown encoding {name!r}; known: {', '.join(ENCODINGS)}")
+    return ENCODINGS[name]
+
+
+def contiguous_window_ends(ts_ms: np.ndarray, step_ms: int, history: int) -> np.ndarray:
+    """Rows ``e`` whose ``history`` rows ending at ``e`` lie one ``step_ms`` apart (no gap inside)."""
+    n = ts_ms.shape[0]
+    valid, _ = valid_window_ends(ts_ms, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), step_ms, history, 0)
+    return np.flatnonzero(valid)
+
+
+def series_images(s: EncodingSpec, symbol: str, interval: str, ts_ms: np.ndarray, rows: np.ndarray,
+                  ends: np.ndarray) -> SeriesImages:
+    """The images of one series ending at rows ``ends``; each reads ``rows[e - history + 1 : e + 1]`` only."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    view = np.lib.stride_tricks.sliding_window_view(rows, s.history, axis=0)  # (n - h + 1, fields, [L,] h)
+
+    def encode(part: slice) -> np.ndarray:
+        e = ends[part]
+        if s.source == "orderbook":
+            return s.encoder.encode(snapshot_windows(rows, e, s.history))
+        return s.encode_windows(view[e - (s.history - 1)])
+
+    return SeriesImages(symbol, interval, np.asarray(ts_ms)[ends], encode)
+
+
+def encode_candles(name: str, ts_ms: np.ndarray, ohlcv: np.ndarray, interval: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ts of each image, images) of one candle series in memory: the same windows the assets write."""
+    s = spec(name)
+    ends = contiguous_window_ends(np.asarray(ts_ms, dtype=np.int64), interval_ms(interval), s.history)
+    si = series_images(s, "", interval, ts_ms, ohlcv, ends)
+    return si.ts_ms, si.encode(slice(None))
+
+
+def encode_snapshots(name: str, ts_ms: np.ndarray, book: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ts of each image, heatmaps) of one symbol's snapshots ``book`` [S, 4, L] (time order)."""
+    s = spec(name)
+    ends = np.arange(s.history - 1, np.asarray(ts_ms).shape[0])
+    si = series_images(s, "", SNAPSHOT_INTERVAL, ts_ms, book, ends)
+    return si.ts_ms, si.encode(slice(None))
+
+
+def load_candles(warehouse, symbol: str, interval: str) -> tuple[np.ndarray, np.ndarray]:
+    frame = warehouse.query(
+        "select epoch_ms(ts) as ts_ms, open, high, low, close, volume from raw.candles "
+        "where symbol = ? and interval = ? order by ts", [symbol, interval])
+    return frame["ts_ms"].to_numpy().astype(np.int64), frame.select(
+        "open", "high", "low", "close", "volume").to_numpy().astype(np.float64)
+
+
+def book_array(bid_px, bid_sz, ask_px, ask_sz) -> np.ndarray:
+    """Snapshot lists (one list of levels per snapshot and field) as [S, 4, L], missing levels NaN."""
+    fields = (bid_px, bid_sz, ask_px, ask_sz)
+    n = len(bid_px)
+    levels = max((len(v) for f in fields for v in f), default=0)
+    out = np.full((n, 4, levels), np.nan)
+    for k, f in enumerate(fields):
+        for i, v in enumerate(f):
+            out[i, k, : len(v)] = v
+    return out
+
+
+def load_snapshots(warehouse, symbol: str) -> tuple[np.ndarray, np.ndarray]:
+    frame = warehouse.query("select epoch_ms(ts) as ts_ms, bid_px, bid_sz, ask_px, ask_sz from raw.orderbook "
+                            "where symbol = ? order by ts", [symbol])
+    book = book_array(*(frame[c].to_list() for c in ("bid_px", "bid_sz", "ask_px", "ask_sz")))
+    return frame["ts_ms"].to_numpy().astype(np.int64), book
+
+
+@dataclasses.dataclass
+class EncodingBuild:
+    spec: EncodingSpec
+    written: WrittenEncoding
+    history: list[dict]  # per series: what it was built from
+    skipped: list[str]
+
+
+def build_encoding(warehouse, settings, name: str, log: Callable[[str], None] = print) -> EncodingBuild:
+    """Every configured series of encoding ``name`` written under ``settings.artifacts_dir`` with its index."""
+    s = spec(name)
+    series, history, skipped = [], [], []
+    for symbol in settings.symbols:
+        if s.source == "orderbook":
+            ts, book = load_snapshots(warehouse, symbol)
+            ends = np.arange(s.history - 1, ts.shape[0])
+            history.append({"symbol": symbol, "interval": SNAPSHOT_INTERVAL, "snapshots": int(ts.shape[0]),
+                            "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
+                            "images": int(ends.shape[0])})
+            if ends.size == 0:
+                skipped.append(f"{symbol}: {ts.shape[0]} order-book snapshots, an image needs {s.history}")
+                continue
+            series.append(series_images(s, symbol, SNAPSHOT_INTERVAL, ts, book, ends))
+            continue
+        for interval in settings.intervals:
+            ts, ohlcv = load_candles(warehouse, symbol, interval)
+            ends = contiguous_window_ends(ts, interval_ms(interval), s.history)
+            history.append({"symbol": symbol, "interval": interval, "candles": int(ts.shape[0]),
+                            "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
+                            "images": int(ends.shape[0])})
+            if ends.size == 0:
+                skipped.append(f"{symbol} {interval}: {ts.shape[0]} candles, no gap-free run of {s.history} bars")
+                continue
+            series.append(series_images(s, symbol, interval, ts, ohlcv, ends))
+    written = write_encoding(warehouse, Path(settings.artifacts_dir), name, s.shape, s.dtype, series)
+    log(f"encodings/{name}: {written.count} images of shape {written.shape} ({written.dtype})")
+    return EncodingBuild(s, written, history, skipped)
+
+
+def _iso(ms) -> str:
+    return str(np.datetime64(int(ms), "ms"))
