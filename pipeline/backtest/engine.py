@@ -299,6 +299,25 @@ def _fill(i, delta, px, vol_ref, atr_ref, reason, fee_rate, slippage, impact, le
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
+def _risk_exit(i, reason, px, vol_ref, atr_ref, fee_rate, slippage, impact, taker, leverage, record, tr, trades,
+               acct, rules):
+    """Close the whole position at ``px`` for a risk ``reason`` (liquidation, stop, take profit, holding time,
+    weekly stop) and update the account rules.
+
+    ``rules`` is ``(n_liquidations, liquidated, locked, locked_sign, prev_eff)``. A liquidation fills with
+    the taker fee and no slippage and leaves the account flat for good; any other risk exit pays the usual
+    fee and slippage and locks re-entry on the signal it closed. Returns ``(acct, rules)``.
+    """
+    n_liq, liquidated, locked, locked_sign, prev_eff = rules
+    if reason == REASON_LIQUIDATION:
+        acct = _fill(i, -acct[1], px, vol_ref, atr_ref, reason, taker, 0.0, 0.0, leverage, record, tr, trades, acct)
+        return acct, (n_liq + 1.0, True, locked, locked_sign, 0.0)
+    acct = _fill(i, -acct[1], px, vol_ref, atr_ref, reason, fee_rate, slippage, impact, leverage, record, tr,
+                 trades, acct)
+    return acct, (n_liq, liquidated, True, _sign(prev_eff), 0.0)
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
 def _stop_level(side, ref, atr_entry, peak, sl_pct, sl_atr, trail_atr, atr_now):
     """The stop price for the open position (NaN when no stop applies): the tightest of the set stops."""
     stop = math.nan
@@ -421,17 +440,10 @@ def _bar_loop(open_, high, low, close, volume, atr, funding, day_id, week_id, ta
                     reason = REASON_MAX_HOLD
                 elif week_stopped:
                     reason = REASON_WEEKLY_STOP
-            if reason == REASON_LIQUIDATION:
-                acct = _fill(i, -qty, o, vol_prev, atr_prev, reason, taker, 0.0, 0.0, lev, record, tr, trades, acct)
-                n_liq += 1.0
-                liquidated = True
-                prev_eff = 0.0
-            elif reason >= 0:
-                acct = _fill(i, -qty, o, vol_prev, atr_prev, reason, fee_rate, slip, impact, lev, record, tr, trades,
-                             acct)
-                locked = True
-                locked_sign = _sign(prev_eff)
-                prev_eff = 0.0
+            if reason >= 0:
+                acct, rules = _risk_exit(i, reason, o, vol_prev, atr_prev, fee_rate, slip, impact, taker, lev, record,
+                                         tr, trades, acct, (n_liq, liquidated, locked, locked_sign, prev_eff))
+                n_liq, liquidated, locked, locked_sign, prev_eff = rules
         # 4. next-open execution of the previous bar's target
         if not exec_close:
             eff, locked = _effective_target(target[i - 1] if i > 0 else 0.0, week_stopped, liquidated, locked,
@@ -468,17 +480,10 @@ def _bar_loop(open_, high, low, close, volume, atr, funding, day_id, week_id, ta
             if reason == REASON_LIQUIDATION or reason == REASON_STOP_LOSS:
                 if side * (o - px) < 0.0:  # never better than the open
                     px = o
-            if reason == REASON_LIQUIDATION:
-                acct = _fill(i, -qty, px, vol_prev, atr_prev, reason, taker, 0.0, 0.0, lev, record, tr, trades, acct)
-                n_liq += 1.0
-                liquidated = True
-                prev_eff = 0.0
-            elif reason >= 0:
-                acct = _fill(i, -qty, px, vol_prev, atr_prev, reason, fee_rate, slip, impact, lev, record, tr, trades,
-                             acct)
-                locked = True
-                locked_sign = _sign(prev_eff)
-                prev_eff = 0.0
+            if reason >= 0:
+                acct, rules = _risk_exit(i, reason, px, vol_prev, atr_prev, fee_rate, slip, impact, taker, lev, record,
+                                         tr, trades, acct, (n_liq, liquidated, locked, locked_sign, prev_eff))
+                n_liq, liquidated, locked, locked_sign, prev_eff = rules
             elif side > 0.0:
                 if high[i] > acct[5]:
                     acct = acct[:5] + (high[i],) + acct[6:]
@@ -497,11 +502,10 @@ def _bar_loop(open_, high, low, close, volume, atr, funding, day_id, week_id, ta
                              acct)
                 qty = acct[1]
                 if qty != 0.0 and _sign(qty) * (c - liquidation_price(acct[0], qty, mmr)) <= 0.0:
-                    acct = _fill(i, -qty, c, volume[i], atr[i], REASON_LIQUIDATION, taker, 0.0, 0.0, lev, record, tr,
-                                 trades, acct)
-                    n_liq += 1.0
-                    liquidated = True
-                    prev_eff = 0.0
+                    acct, rules = _risk_exit(i, REASON_LIQUIDATION, c, volume[i], atr[i], fee_rate, slip, impact,
+                                             taker, lev, record, tr, trades, acct,
+                                             (n_liq, liquidated, locked, locked_sign, prev_eff))
+                    n_liq, liquidated, locked, locked_sign, prev_eff = rules
         # 7. mark to market, summary accumulators
         eq = acct[0] + acct[1] * c
         notional = acct[1] * c
