@@ -11,6 +11,7 @@ the test block chooses nothing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -63,6 +64,7 @@ class TrainingConfig:
     volatility_weight: float = 0.25
     sharpe_weight: float = 0.0
     augment: tuple[str, ...] = ()
+    threads: int = 0  # torch threads while training; 0: every core
 
     @classmethod
     def from_settings(cls, settings, architecture: str, **overrides) -> "TrainingConfig":
@@ -191,7 +193,7 @@ def _evaluate_loss(module, store, samples, targets, config, class_weights, batch
 def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit: np.ndarray, val: np.ndarray,
                out_dir: Path, log: Callable[[str], None] = print) -> tuple[InferenceModel, list[dict], dict]:
     """Train one fold (resuming from ``out_dir/checkpoint.pt`` when present); returns the best model."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
     try:
         torch.use_deterministic_algorithms(True)
     except RuntimeError:
@@ -218,8 +220,14 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
     start_epoch, bad_epochs = 0, 0
     ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+    # A checkpoint resumes only the same fold: same config, data and samples (else it is stale: retrain).
+    key = hashlib.sha256(json.dumps([dataclasses.asdict(config), store.fingerprint, fold_index], default=list)
+                         .encode() + fit.tobytes() + val.tobytes()).hexdigest()
+    ckpt = torch.load(ckpt_path, weights_only=True) if ckpt_path.exists() else None
+    if ckpt is not None and ckpt.get("key") != key:
+        log(f"{config.architecture} fold {fold_index}: {ckpt_path} is from other data or settings; training afresh")
+        ckpt = None
+    if ckpt is not None:
         module.model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -263,7 +271,7 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
             bad_epochs = 0
         else:
             bad_epochs += 1
-        torch.save({"model": module.model.state_dict(), "optimizer": opt.state_dict(),
+        torch.save({"key": key, "model": module.model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "epoch": epoch, "bad_epochs": bad_epochs,
                     "curve": json.dumps(curve), "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
                     "best_state": best["state"]}, ckpt_path)
