@@ -73,8 +73,10 @@ def test_real_bybit_sample_keeps_every_level_inside_the_range(shared_data):
     ends = np.arange(7, frame.height)
     img = enc.encode(snapshot_windows(book, ends, 8))
     # top-5 levels of BTCUSDT lie within a few ticks of mid: every level is inside +-2%, so each cell row
-    # sums to the snapshot's total size on its side, and bids sit left of the centre, asks right of it
+    # sums to the snapshot's total size on its side; in the newest row (mid = its own) bids sit left of the
+    # centre and asks right of it
     for k, e in enumerate(ends):
         np.testing.assert_allclose(img[k, 0].sum(axis=1), book[e - 7:e + 1, 1].sum(axis=1), rtol=1e-6)
         np.testing.assert_allclose(img[k, 1].sum(axis=1), book[e - 7:e + 1, 3].sum(axis=1), rtol=1e-6)
-    assert img[:, 0, :, 20:].sum() == 0 and img[:, 1, :, :20].sum() == 0
+    assert img[:, 0, -1, 20:].sum() == 0 and img[:, 1, -1, :20].sum() == 0
+    assert img[:, 0, -1, :20].sum() > 0 and img[:, 1, -1, 20:].sum() > 0
