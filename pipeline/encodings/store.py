@@ -72,6 +72,7 @@ def write_encoding(warehouse, artifacts_dir: Path, name: str, shape: tuple[int, 
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.tmp.npy")
             n = int(s.ts_ms.shape[0])
+            staged.append((tmp, path))
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *shape))
             for i in range(0, n, chunk):
                 part = slice(i, min(n, i + chunk))
@@ -82,7 +83,6 @@ def write_encoding(warehouse, artifacts_dir: Path, name: str, shape: tuple[int, 
                 out[part] = images.astype(dtype, copy=False)
             out.flush()
             del out
-            staged.append((tmp, path))
             counts[(s.symbol, s.interval)] = n
             paths[(s.symbol, s.interval)] = path
             frames.append(pl.DataFrame({
