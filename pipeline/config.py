@@ -16,6 +16,9 @@ from pathlib import Path
 from pipeline.market.timegrid import interval_ms
 
 SOURCES = ("synthetic", "files", "bybit")
+# What the features do at a missing bar (pipeline.features.candle_features): "segment" restarts every
+# indicator after it; "fill" fills gaps of at most max_fill_bars bars with flat candles first.
+GAP_POLICIES = ("segment", "fill")
 BYBIT_CATEGORIES = ("linear", "spot", "inverse")
 # Exchange symbols are upper-case letters and digits (BTCUSDT, 1000PEPEUSDT); nothing else may reach a
 # file name, a URL or a report path.
@@ -55,6 +58,9 @@ class Settings:
     taker_fee: float = 0.00055
     maker_fee: float = 0.0002
     slippage_bps: float = 2.0
+    # Gaps in the candle grid (features): see GAP_POLICIES
+    gap_policy: str = "segment"
+    max_fill_bars: int = 12             # "fill": longest gap (missing bars) filled; longer ones are segmented
     # Model sizes and training (pipeline.training.walk_forward.TrainingConfig.from_settings reads these).
     # Defaults are the demo profile: every sequence architecture, every fold, on the offline default
     # (3 symbols, 1h, ~1 year) in minutes on 2 cores. `make evaluate` uses the same values.
@@ -92,6 +98,10 @@ class Settings:
             )
         for interval in self.intervals:
             interval_ms(interval)
+        if self.gap_policy not in GAP_POLICIES:
+            raise ValueError(f"CONVTRADE_GAP_POLICY={self.gap_policy!r}: use one of {', '.join(GAP_POLICIES)}")
+        if self.max_fill_bars < 0:
+            raise ValueError(f"CONVTRADE_MAX_FILL_BARS={self.max_fill_bars!r} must be >= 0 (a number of bars)")
         if not self.symbols:
             raise ValueError("CONVTRADE_SYMBOLS is empty: name at least one symbol, e.g. BTCUSDT")
         for symbol in self.symbols:

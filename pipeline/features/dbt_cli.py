@@ -3,7 +3,9 @@
 Inside the dbt process, the profile reads the warehouse from
 ``CONVTRADE_WAREHOUSE_PATH`` and an incremental run's window from
 ``CONVTRADE_FEATURES_START`` / ``_END`` (environment variables rather than dbt
-vars, which would force dbt to reparse the whole project on every new window).
+vars, which would force dbt to reparse the whole project on every new window);
+the candle_features model reads the gap policy from ``CONVTRADE_GAP_POLICY`` /
+``CONVTRADE_MAX_FILL_BARS`` (through pipeline.config.Settings).
 Callers never set them in their own process: they pass
 :func:`launcher_args` on the dbt command line, and the launcher
 (:mod:`pipeline.features.dbt_launcher`) sets them in the dbt process only.
@@ -28,6 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_features"
 WAREHOUSE_ENV = "CONVTRADE_WAREHOUSE_PATH"
 WINDOW_ENV = ("CONVTRADE_FEATURES_START", "CONVTRADE_FEATURES_END")
+GAPS_ENV = ("CONVTRADE_GAP_POLICY", "CONVTRADE_MAX_FILL_BARS")
 
 
 def format_bound(value: dt.datetime | dt.date | str | None) -> str:
@@ -62,28 +65,34 @@ def dbt_environment(
     }
 
 
-LAUNCHER_OPTIONS = ("--convtrade-warehouse=", "--convtrade-window=")
+LAUNCHER_OPTIONS = ("--convtrade-warehouse=", "--convtrade-window=", "--convtrade-gaps=")
 
 
 def launcher_args(
     warehouse_path: str | Path,
     start: dt.datetime | dt.date | str | None = None,
     end: dt.datetime | dt.date | str | None = None,
+    gaps: tuple[str, int] | None = None,
 ) -> list[str]:
-    """Options for the dbt launcher: the warehouse and the window of one invocation.
+    """Options for the dbt launcher: the warehouse, the window and (optionally) the gap policy of one invocation.
 
-    The launcher removes them before dbt parses its arguments and turns them
-    into :func:`dbt_environment` inside the dbt process.
+    ``gaps`` is (Settings.gap_policy, Settings.max_fill_bars); without it the
+    dbt process reads them from its environment, like Settings.from_env. The
+    launcher removes the options before dbt parses its arguments and turns
+    them into :func:`dbt_environment` inside the dbt process.
     """
-    return [
+    args = [
         f"{LAUNCHER_OPTIONS[0]}{Path(warehouse_path).resolve()}",
         f"{LAUNCHER_OPTIONS[1]}{format_bound(start)}/{format_bound(end)}",
     ]
+    if gaps is not None:
+        args.append(f"{LAUNCHER_OPTIONS[2]}{gaps[0]}/{int(gaps[1])}")
+    return args
 
 
 def environment_from_launcher_args(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Split ``argv`` into dbt's own arguments and the environment the launcher options ask for."""
-    rest, warehouse, window = [], None, ("", "")
+    rest, warehouse, window, gaps = [], None, ("", ""), {}
     for arg in argv:
         if arg.startswith(LAUNCHER_OPTIONS[0]):
             warehouse = arg[len(LAUNCHER_OPTIONS[0]):]
@@ -92,11 +101,16 @@ def environment_from_launcher_args(argv: Sequence[str]) -> tuple[list[str], dict
             if not sep:
                 raise ValueError(f"{arg!r}: expected {LAUNCHER_OPTIONS[1]}START/END (either may be empty)")
             window = (start, end)
+        elif arg.startswith(LAUNCHER_OPTIONS[2]):
+            policy, sep, max_fill = arg[len(LAUNCHER_OPTIONS[2]):].partition("/")
+            if not sep or not max_fill.isdigit():
+                raise ValueError(f"{arg!r}: expected {LAUNCHER_OPTIONS[2]}POLICY/MAX_FILL_BARS, e.g. fill/12")
+            gaps = dict(zip(GAPS_ENV, (policy, max_fill)))
         else:
             rest.append(arg)
     if warehouse is None:
-        return rest, {}
-    return rest, dbt_environment(warehouse, *window)
+        return rest, gaps
+    return rest, {**dbt_environment(warehouse, *window), **gaps}
 
 
 LAUNCHER_PATH = DBT_PROJECT_DIR / "target" / "dbt-fast-exit"
@@ -133,10 +147,14 @@ def run_dbt(
     start: dt.datetime | dt.date | str | None = None,
     end: dt.datetime | dt.date | str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    gaps: tuple[str, int] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``dbt <args>`` on the warehouse; a failure raises with the end of dbt's output."""
+    """Run ``dbt <args>`` on the warehouse; a failure raises with the end of dbt's output.
+
+    ``gaps``: (gap_policy, max_fill_bars) for this run (default: this process's CONVTRADE_* environment).
+    """
     env = {**os.environ, "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR), **(extra_env or {})}
-    command = [dbt_executable(), *args, *launcher_args(warehouse_path, start, end), "--project-dir",
+    command = [dbt_executable(), *args, *launcher_args(warehouse_path, start, end, gaps), "--project-dir",
                str(DBT_PROJECT_DIR)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=DBT_PROJECT_DIR)
     if result.returncode != 0:

@@ -86,7 +86,8 @@ def model_input_frames(
     warehouse: Warehouse, start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The frames :func:`validate_model_inputs` checks, for ``start <= ts < end`` (all rows if None):
-    the model inputs of features.candle_features, and feature vs staged-candle rows per day."""
+    the model inputs of features.candle_features, and feature vs staged-candle rows per day (bars the
+    fill gap policy added, ``is_filled``, have no staged candle and are not counted)."""
     where, params = "true", []
     if start is not None and end is not None:
         strip = lambda t: t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t  # noqa: E731
@@ -96,7 +97,7 @@ def model_input_frames(
     daily = warehouse.query(
         f"""
         with f as (select symbol, "interval", cast(ts as date) as day, count(*) as feature_rows
-                   from features.candle_features where {where} group by all),
+                   from features.candle_features where ({where}) and not is_filled group by all),
              c as (select symbol, "interval", cast(ts as date) as day, count(*) as candle_rows
                    from staging.stg_candles where {where} group by all)
         select coalesce(f.symbol, c.symbol) as symbol, coalesce(f."interval", c."interval") as "interval",

@@ -12,7 +12,7 @@ gather (``store.gather(ends)`` -> ``(B, C, W)``).
 
 A sample (a window end ``e``) is valid only when
 
-- no row of its window is a warm-up row (``is_warmup``),
+- no row of its window is a warm-up row (``is_warmup``) or a filled bar (``is_filled``, fill gap policy),
 - its window lies in one series and spans no gap of the candle grid
   (consecutive ``ts`` differ by exactly the interval),
 - its label is known (direction, forward return and forward volatility non-NULL)
@@ -60,8 +60,14 @@ def load_series(warehouse, symbol: str, interval: str, horizon: int,
     columns = list(columns or MODEL_INPUT_COLUMNS)
     horizon = label_spec().check_horizon(horizon)
     select = ", ".join(f"f.{c}" for c in columns)
+    # rows the fill gap policy made up (is_filled) never enter a window: counted as warm-up rows
+    filled = warehouse.query(
+        "select count(*) as n from information_schema.columns where table_schema || '.' || table_name = ? "
+        "and column_name = 'is_filled'", [FEATURES_TABLE],
+    )["n"][0]
+    warmup = "(f.is_warmup or coalesce(f.is_filled, false)) as is_warmup" if filled else "f.is_warmup"
     frame = warehouse.query(
-        f"select epoch_ms(f.ts) as ts_ms, f.is_warmup, {select}, "
+        f"select epoch_ms(f.ts) as ts_ms, {warmup}, {select}, "
         f"l.direction, l.fwd_return, l.fwd_volatility "
         f"from {FEATURES_TABLE} f left join {LABELS_TABLE} l "
         f"on l.symbol = f.symbol and l.interval = f.interval and l.ts = f.ts and l.horizon = ? "

@@ -115,11 +115,13 @@ def test_window_features_match_numpy(btc):
 
 def test_coarse_timeframe_rsi_and_visibility(btc):
     """htf1 on 1h bars is 4h. Its RSI equals TA-Lib RSI of the 4h closes (the 1h close of
-    each bucket's last hour, the file has no gaps), and a 4h bar becomes visible on the
+    each complete bucket's last hour: the file has no gaps, but starts at 10:00, mid-bucket,
+    and an incomplete bucket makes no coarse bar), and a 4h bar becomes visible on the
     1h row of its last hour, not before (no look-ahead)."""
     f, a, candles = btc
     last_hour = candles["ts"].dt.hour() % 4 == 3
-    closes_4h = candles.filter(last_hour).select("ts", "close")
+    first_complete = candles.filter(candles["ts"].dt.hour() % 4 == 0)["ts"][0]
+    closes_4h = candles.filter(last_hour & (pl.col("ts") > first_complete)).select("ts", "close")
     ref = pl.DataFrame({"ts": closes_4h["ts"], "ref": talib.RSI(closes_4h["close"].to_numpy().astype(float), 14)})
     ours = f.select("ts", "htf1_rsi_14", "htf1_interval").join(ref, on="ts", how="inner").filter(pl.col("ref").is_not_nan())
     assert ours.height > 12_000 and (ours["htf1_interval"] == "240").all()

@@ -33,11 +33,14 @@ steps as (
 ahead as (
     select
         symbol, "interval", ts, close, interval_ms,
+        -- fwd_volatility: the squares summed in a fixed order (bar 1 + bar 2 + ...), never a window
+        -- sum: DuckDB combines a windowed sum's partial sums in an order that depends on the rows it
+        -- read, so an incremental run and a full build differed in the last bit
         {% for h in horizons %}
         case when lead(ts, {{ h }}) over series = ts + to_milliseconds({{ h }} * interval_ms)
              then lead(close, {{ h }}) over series / close - 1 end as fwd_return_{{ h }},
         case when lead(ts, {{ h }}) over series = ts + to_milliseconds({{ h }} * interval_ms)
-             then sqrt(sum(log_ret * log_ret) over (series rows between 1 following and {{ h }} following)) end
+             then sqrt({% for k in range(1, h + 1) %}{{ ' + ' if not loop.first }}lead(log_ret * log_ret, {{ k }}) over series{% endfor %}) end
             as fwd_volatility_{{ h }}{{ ',' if not loop.last }}
         {% endfor %}
     from steps
