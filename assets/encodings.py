@@ -1,0 +1,73 @@
+"""Encoding assets (group ``encodings``): market images as memory-mapped arrays with their index tables.
+
+One asset per encoding (``encodings/<name>``): it calls
+``pipeline.encodings.build.build_encoding``, which reads the raw candles (or
+order-book snapshots), writes ``$DATA_DIR/artifacts/encodings/<name>/<symbol>_<interval>.npy``
+and replaces ``encodings.<name>_index`` in one transaction, and reports the
+image shape, counts, what each series was built from and a few sample images.
+"""
+
+import base64
+
+import dagster as dg
+import numpy as np
+
+from assets.market import markdown_table
+from assets.resources import SettingsResource, WarehouseResource
+from pipeline.encodings.build import ENCODINGS, build_encoding
+from pipeline.encodings.preview import sample_png
+from pipeline.encodings.store import open_images
+
+SAMPLES = 4
+
+
+def _metadata(build, warehouse, settings) -> dict:
+    w = build.written
+    meta: dict = {
+        "shape": dg.MetadataValue.text(f"{tuple(w.shape)} {w.dtype}"),
+        "count": dg.MetadataValue.int(w.count),
+        "index_table": dg.MetadataValue.text(f"encodings.{build.spec.name}_index"),
+        "history": dg.MetadataValue.md(markdown_table(build.history)),
+        "rows_replaced": dg.MetadataValue.int(w.rows_replaced),
+    }
+    if w.paths:
+        meta["folder"] = dg.MetadataValue.path(str(next(iter(w.paths.values())).parent))
+        (symbol, interval), n = next(iter(w.counts.items()))
+        index, images = open_images(warehouse, settings.artifacts_dir, build.spec.name, symbol, interval)
+        picks = sorted({int(round(q * (n - 1))) for q in (0.2, 0.45, 0.7, 1.0)})[:SAMPLES]
+        ts_ms = index["ts_ms"].to_numpy()
+        labels = [f"{symbol} {str(np.datetime64(int(ts_ms[p]), 'ms'))[:16]}" for p in picks]
+        png = sample_png(images[picks], labels)
+        meta["samples"] = dg.MetadataValue.md(
+            f"![{build.spec.name} samples](data:image/png;base64,{base64.b64encode(png).decode()})")
+    if build.skipped:
+        meta["skipped"] = dg.MetadataValue.text("\n".join(build.skipped))
+    return meta
+
+
+def _encoding_asset(name: str):
+    s = ENCODINGS[name]
+    dep = ["raw", "orderbook"] if s.source == "orderbook" else ["raw", "candles"]
+
+    @dg.asset(
+        key=["encodings", name],
+        group_name="encodings",
+        pool="warehouse",
+        deps=[dg.AssetKey(dep)],
+        kinds={"numpy", "duckdb"},
+        description=s.description + f". Images: $DATA_DIR/artifacts/encodings/{name}/, "
+                                    f"index: encodings.{name}_index (symbol, interval, ts, row).",
+    )
+    def _asset(context: dg.AssetExecutionContext, settings: SettingsResource,
+               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        cfg = settings.settings()
+        wh = warehouse.warehouse()
+        build = build_encoding(wh, cfg, name, log=context.log.info)
+        return dg.MaterializeResult(metadata=_metadata(build, wh, cfg))
+
+    return _asset
+
+
+ENCODING_ASSETS = [_encoding_asset(name) for name in ENCODINGS]
+ENCODING_KEYS = [a.key for a in ENCODING_ASSETS]
+indicator_image, gaf, mtf, candlestick_5, candlestick_20, candlestick_60, orderbook_heatmap = ENCODING_ASSETS
