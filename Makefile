@@ -14,7 +14,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 SQL ?= select symbol, interval, count(*) as candles, min(ts), max(ts) from raw.candles group by all order by 1
 
-.PHONY: setup demo test ui query bench clean
+.PHONY: setup demo test ui query bench clean evaluate
 
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -39,6 +39,15 @@ demo: setup
 test: setup
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+
+# Every architecture's walk-forward on the real BTC, ETH and SOL 1h files (../shared/data), then docs/results.md.
+# Not in CI: it takes tens of minutes on 2 cores.
+EVAL_ENV := CONVTRADE_SOURCE=files CONVTRADE_SYMBOLS=BTCUSDT,ETHUSDT,SOLUSDT CONVTRADE_INTERVALS=60 \
+	CONVTRADE_START=2020-03-25 DATA_DIR=$(CURDIR)/data/evaluate
+evaluate: setup
+	start=$$(date +%s); $(EVAL_ENV) $(BIN)/convtrade demo && \
+	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md --command "make evaluate" \
+		--wall-s $$(( $$(date +%s) - start ))
 
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -2,8 +2,10 @@
 
 * ``daily_refresh``: every day at 00:15 UTC, the market assets (and the
   partitioned feature tables) for the day that just closed.
-* ``nightly_retrain``: every night at 02:00 UTC, the unpartitioned assets of
-  the nightly groups (today the baseline backtests) on the refreshed data.
+* ``nightly_retrain``: every night at 02:00 UTC, every ``models/*`` asset
+  retrained on the refreshed data (its folds reach the last closed bar), then
+  the baseline and model backtests and the comparison. Its runs carry the tag
+  ``trigger=schedule``, which ``models.registry`` records.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dagster as dg
 from assets.partitions import daily_partitions
 
 PARTITIONED_GROUPS = ("market", "staging", "features", "labels")
-NIGHTLY_GROUPS = ("backtest",)
+NIGHTLY_GROUPS = ("models", "backtest")
 
 
 def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHTLY_GROUPS):
@@ -27,7 +29,8 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
     nightly_retrain = dg.define_asset_job(
         "nightly_retrain",
         selection=dg.AssetSelection.groups(*nightly_groups),
-        description="Retrain and re-run the backtests on the refreshed data.",
+        description="Retrain every architecture and re-run the backtests and the comparison on the refreshed data.",
+        tags={"trigger": "schedule"},
     )
     schedules = [
         dg.build_schedule_from_partitioned_job(

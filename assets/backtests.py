@@ -1,9 +1,13 @@
-"""Backtest assets: the baselines (benchmarks and reference strategies) on the engine and costs the models use."""
+"""Backtest assets: the baselines (benchmarks and reference strategies), the trained models on the same engine and
+costs, and the comparison of all of them."""
 
 import dagster as dg
 
-from pipeline.backtest.suite import run_baseline_suite, summary_markdown
 from assets.resources import SettingsResource, WarehouseResource
+from assets.training import MODEL_KEYS
+from pipeline.backtest.comparison import run_comparison
+from pipeline.backtest.model_runs import run_model_backtests
+from pipeline.backtest.suite import run_baseline_suite, summary_markdown
 
 
 @dg.asset(
@@ -27,4 +31,41 @@ def backtest_baselines(context: dg.AssetExecutionContext, settings: SettingsReso
         metadata["comparison_report"] = dg.MetadataValue.path(str(result.comparison_report))
     if result.skipped:
         metadata["skipped"] = dg.MetadataValue.text("\n".join(result.skipped))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=["backtest", "models"],
+    group_name="backtest",
+    pool="warehouse",
+    deps=[*MODEL_KEYS, dg.AssetKey(["raw", "candles"]), dg.AssetKey(["raw", "funding"]),
+          dg.AssetKey(["features", "labels"])],
+    description="Every trained architecture's out-of-sample predictions (predictions.oos) traded by each fold's "
+                "edge rule, through the same engine, costs and risk rules as the baselines: backtest.* rows "
+                "(deflated Sharpe over the architectures tried, PBO across them) and HTML reports under "
+                "DATA_DIR/reports/models/.",
+)
+def backtest_models(context: dg.AssetExecutionContext, settings: SettingsResource,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    cfg = settings.settings()
+    runs, info = run_model_backtests(warehouse.warehouse(), cfg, horizon=cfg.horizon, log=context.log.info)
+    metadata: dict = {f"rows_{t.split('.')[1]}": dg.MetadataValue.int(n) for t, n in info["rows_written"].items()}
+    metadata["runs"] = dg.MetadataValue.int(len(runs))
+    metadata["summary"] = dg.MetadataValue.md(summary_markdown(runs) if runs else "no model predictions yet")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=["backtest", "comparison"],
+    group_name="backtest",
+    deps=[dg.AssetKey(["backtest", "baselines"]), dg.AssetKey(["backtest", "models"])],
+    description="Every architecture and baseline, per symbol and pooled: accuracy, macro F1, log-loss, Sharpe "
+                "after costs, max drawdown, turnover, deflated Sharpe with its trials, PBO across architectures, "
+                "training time. Writes DATA_DIR/reports/comparison.html; reads the stored runs only.",
+)
+def backtest_comparison(settings: SettingsResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    result = run_comparison(warehouse.warehouse(), settings.settings())
+    metadata: dict = {"runs": dg.MetadataValue.int(result.runs), "table": dg.MetadataValue.md(result.markdown)}
+    if result.report_path is not None:
+        metadata["report"] = dg.MetadataValue.path(str(result.report_path))
     return dg.MaterializeResult(metadata=metadata)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import backtests, checks, features, market
+from assets import backtests, checks, features, market, training
+from assets import run_safety
 from assets.automation import build_automation
 from assets.resources import default_resources
 
-ASSET_MODULES = [market, checks, features, backtests]
+ASSET_MODULES = [market, checks, features, training, backtests]
 ASSETS = [a for a in dg.load_assets_from_modules(ASSET_MODULES) if isinstance(a, dg.AssetsDefinition) and a.keys]
 CHECKS = list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 
@@ -29,7 +30,7 @@ def build_definitions() -> dg.Definitions:
         asset_checks=CHECKS,
         jobs=jobs,
         schedules=schedules,
-        sensors=sensors,
+        sensors=[*sensors, run_safety.dead_run_sensor],
         resources=all_resources(),
         # Steps in one process: on a small machine a subprocess per step costs more than it
         # saves, and the warehouse writers run one at a time (pool "warehouse") anyway.
@@ -38,6 +39,9 @@ def build_definitions() -> dg.Definitions:
 
 
 defs = build_definitions()
+# In every process that loads these definitions (a run worker under `dagster dev`, `convtrade demo`):
+# a step waiting for a pool slot sleeps, says who holds it, and stops on SIGINT/SIGTERM.
+run_safety.install_pool_wait_fix()
 
 # Dagster's system tags for a run over a partition range ("dagster/asset_partition_range_start"
 # and "_end"): the public API has no constant or helper for a single run over a range outside a
@@ -52,36 +56,64 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {_PARTITION_RANGE_TAGS[0]: first, _PARTITION_RANGE_TAGS[1]: last}
 
 
+def asset_groups() -> set[str]:
+    """The group names of the assets (what ``materialize_all(groups=...)`` and ``convtrade demo --only`` take)."""
+    return {g for a in ASSETS for g in a.group_names_by_key.values()}
+
+
 def materialize_all(
-    instance: dg.DagsterInstance | None = None, resources: dict | None = None, log_level: str = "INFO"
+    instance: dg.DagsterInstance | None = None, resources: dict | None = None, log_level: str = "INFO",
+    groups: list[str] | None = None,
 ) -> list:
-    """Materialize every asset on the current settings: partitioned ones over all partitions in one run each."""
+    """Materialize every asset on the current settings: partitioned ones over all partitions in one run each.
+
+    ``groups``: only the assets of these groups (e.g. ``["market"]``; None: every asset). Before
+    anything runs, runs killed earlier are marked failed and their pool slots freed
+    (:func:`assets.run_safety.fail_dead_runs`); the runs launched here carry this process's pid and
+    host. On SIGINT/SIGTERM (``KeyboardInterrupt`` / ``DagsterExecutionInterruptedError``, re-raised)
+    this process's runs are marked failed and their slots freed.
+    """
+    if groups is not None and (unknown := set(groups) - asset_groups()):
+        raise ValueError(f"unknown asset group(s) {', '.join(sorted(unknown))}: use {', '.join(sorted(asset_groups()))}")
     resources = resources or all_resources()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+    def keys(assets: list) -> list[dg.AssetKey]:
+        return [k for a in assets for k, g in a.group_names_by_key.items() if groups is None or g in groups]
+
     partitioned = [a for a in ASSETS if a.partitions_def is not None]
     unpartitioned = [a for a in ASSETS if a.partitions_def is None]
+    tags = run_safety.launch_tags()
+    if instance is not None:
+        run_safety.fail_dead_runs(instance)
     results = []
-    if partitioned:
-        keys = partitioned[0].partitions_def.get_partition_keys()
-        if keys:
+    try:
+        if keys(partitioned):
+            days = partitioned[0].partitions_def.get_partition_keys()
+            if days:
+                results.append(
+                    dg.materialize(
+                        partitioned + CHECKS,
+                        run_config=run_config,
+                        instance=instance,
+                        resources=resources,
+                        tags={**tags, **partition_range_tags(days[0], days[-1])},
+                        selection=dg.AssetSelection.assets(*keys(partitioned)),
+                    )
+                )
+        if keys(unpartitioned):
             results.append(
                 dg.materialize(
-                    partitioned + CHECKS,
+                    partitioned + unpartitioned + CHECKS,
                     run_config=run_config,
                     instance=instance,
                     resources=resources,
-                    tags=partition_range_tags(keys[0], keys[-1]),
-                    selection=dg.AssetSelection.assets(*partitioned),
+                    tags=tags,
+                    selection=dg.AssetSelection.assets(*keys(unpartitioned)),
                 )
             )
-    if unpartitioned:
-        results.append(
-            dg.materialize(
-                partitioned + unpartitioned + CHECKS,
-                run_config=run_config,
-                instance=instance,
-                resources=resources,
-                selection=dg.AssetSelection.assets(*unpartitioned),
-            )
-        )
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        if instance is not None:
+            run_safety.release_own_runs(instance, run_safety.INTERRUPTED_MESSAGE)
+        raise
     return results

@@ -7,11 +7,21 @@ PBO across the family's runs and training time. "Pooled" is the
 equal-weight portfolio of a strategy over the symbols (mean of its per-bar
 returns on their common bars); its deflated Sharpe counts the pooled Sharpes
 of the family's strategies, and its PBO is CSCV across them.
+
+:func:`run_comparison` reads what the baseline and model assets stored
+(``backtest.runs`` / ``equity`` / ``metrics``: nothing is re-run), builds the
+table and writes ``$DATA_DIR/reports/comparison.html`` with links to every
+run's own report.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -19,11 +29,58 @@ import polars as pl
 from pipeline.backtest.metrics import bar_returns, drawdown, sharpe_ratio
 from pipeline.backtest.overfitting import (deflated_sharpe_of_returns, probability_of_backtest_overfitting,
                                            sharpe_moments)
+from pipeline.backtest.engine import BacktestResult
 from pipeline.backtest.runs import BENCHMARK_FAMILY, BacktestRun
 from pipeline.market.timegrid import bars_per_year
 
 COLUMNS = ("strategy", "family", "symbol", "interval", "accuracy", "macro_f1", "log_loss", "sharpe",
            "max_drawdown", "turnover", "deflated_sharpe", "dsr_trials", "pbo", "train_seconds")
+
+
+def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
+    """Every stored run on these markets as a :class:`BacktestRun` (equity, position, metrics; no trade rows).
+
+    The family and initial equity come from the run's stored config. Ordered
+    benchmarks first, then by family and strategy.
+    """
+    if not warehouse.table_exists("backtest.runs"):
+        return []
+    meta = warehouse.query(
+        "select run_id, strategy, symbol, interval, config, model_ids, data_fingerprint, report_path "
+        "from backtest.runs where list_contains(?, symbol) and list_contains(?, interval)",
+        [list(symbols), list(intervals)])
+    if meta.height == 0:
+        return []
+    ids = meta["run_id"].to_list()
+    equity = warehouse.query("select run_id, epoch_ms(ts) as ts_ms, equity, position from backtest.equity "
+                             "where list_contains(?, run_id) order by run_id, ts", [ids])
+    metrics = warehouse.query("select run_id, metric, value from backtest.metrics where list_contains(?, run_id)",
+                              [ids])
+    eq = {k[0]: g for k, g in equity.group_by("run_id")}
+    ms: dict[str, dict[str, float]] = {}
+    for rid, name, value in metrics.iter_rows():
+        ms.setdefault(rid, {})[name] = math.nan if value is None else float(value)
+    runs = []
+    for row in meta.iter_rows(named=True):
+        config = json.loads(row["config"])
+        e = eq.get(row["run_id"])
+        if e is None or e.height == 0:
+            continue
+        m = ms.get(row["run_id"], {})
+        result = BacktestResult(
+            ts_ms=e["ts_ms"].to_numpy().astype(np.int64), equity=e["equity"].to_numpy(),
+            position=e["position"].to_numpy(), trades=np.zeros((0, 0)),
+            initial_equity=float(config.get("initial_equity", 10_000.0)), fees_paid=m.get("fees_paid", math.nan),
+            funding_paid=m.get("funding_paid", math.nan), turnover=m.get("turnover", math.nan),
+            close=np.full(e.height, np.nan), n_liquidations=int(m.get("n_liquidations", 0) or 0))
+        runs.append(BacktestRun(
+            run_id=row["run_id"], strategy=row["strategy"], family=config.get("family", row["strategy"]),
+            symbol=row["symbol"], interval=row["interval"], config=config, result=result, metrics=m,
+            model_ids=list(row["model_ids"] or []), data_fingerprint=row["data_fingerprint"] or "",
+            report_path=row["report_path"]))
+    order = {BENCHMARK_FAMILY: 0}
+    runs.sort(key=lambda r: (order.get(r.family, 1), r.family, r.strategy, r.symbol, r.interval))
+    return runs
 
 
 def _row(r: BacktestRun, pbo: dict) -> dict:
@@ -90,3 +147,110 @@ def comparison_markdown(table: pl.DataFrame) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table.iter_rows(named=True)]
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    table: pl.DataFrame
+    markdown: str
+    report_path: Path | None
+    runs: int
+
+
+def run_comparison(warehouse, settings) -> ComparisonResult:
+    """The comparison of every stored baseline and model run on the settings' markets, and its HTML report."""
+    from pipeline.backtest.reports import comparison_report_html
+
+    runs = load_stored_runs(warehouse, settings.symbols, settings.intervals)
+    if not runs:
+        return ComparisonResult(pl.DataFrame(schema={c: pl.String for c in COLUMNS}), "no stored runs", None, 0)
+    pbo = {(r.symbol, r.interval, r.family): r.metrics["pbo"] for r in runs
+           if math.isfinite(r.metrics.get("pbo", math.nan))}
+    table = comparison_table(runs, pbo)
+    markdown = comparison_markdown(table)
+    out = Path(settings.reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "comparison.html"
+    links = {}
+    for r in runs:
+        if r.report_path:
+            target = Path(r.report_path)
+            if not target.is_absolute():
+                target = Path(settings.data_dir) / target
+            links[r.run_id] = os.path.relpath(target, out)
+    table_html = ("<h2>Architectures and baselines</h2><p class='muted'>Out-of-sample only, after costs. "
+                  "Pooled: the equal-weight portfolio of a strategy over the symbols. Deflated Sharpe counts the "
+                  "strategies tried in the family on the market (dsr_trials); PBO is CSCV across them.</p>"
+                  + _html_table(table))
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(comparison_report_html(runs, links, table_html), encoding="utf-8")
+    tmp.replace(path)
+    return ComparisonResult(table, markdown, path, len(runs))
+
+
+def _html_table(table: pl.DataFrame) -> str:
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "<td>–</td>"
+        return f"<td class='l'>{html.escape(v)}</td>" if isinstance(v, str) else f"<td>{v:.3f}</td>"
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    rows = "".join("<tr>" + "".join(cell(row[c]) for c in COLUMNS) + "</tr>" for row in table.iter_rows(named=True))
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None) -> str:
+    """docs/results.md: what was run, on what, how long it took, and the comparison table as measured."""
+    import datetime as dt
+    import platform
+
+    wall = "not measured" if wall_s is None else f"{wall_s / 60:.1f} min ({wall_s:.0f} s)"
+    return "\n".join([
+        "# Results on real markets",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} cores, no GPU.",
+        f"Markets: {', '.join(settings.symbols)} at interval {', '.join(settings.intervals)} from {settings.start} "
+        f"({settings.source} source, `{settings.files_dir}`). Every number is out of sample and after costs "
+        f"(taker fee {settings.taker_fee}, slippage {settings.slippage_bps} bps, funding on the perpetual).",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Wall time of the whole run (ingest, features, every architecture's walk-forward, backtests): {wall}.",
+        "",
+        "Hyper-parameters are the defaults in `pipeline/config.py`, fixed before the run; early stopping and the "
+        "edge rule's margin use each fold's validation tail only. A model that loses to the baselines is reported "
+        "as it is.",
+        "",
+        result.markdown,
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.backtest.comparison --out docs/results.md``: write the results page from the warehouse."""
+    import argparse
+
+    from pipeline.config import Settings
+    from pipeline.warehouse import Warehouse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--command", default="make evaluate")
+    parser.add_argument("--wall-s", type=float, default=None)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    result = run_comparison(Warehouse(settings.warehouse_path), settings)
+    if result.runs == 0:
+        raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(results_markdown(result, settings, args.command, args.wall_s), encoding="utf-8")
+    print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

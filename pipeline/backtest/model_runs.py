@@ -158,6 +158,10 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
                         log: Callable[[str], None] = print) -> tuple[list[BacktestRun], dict]:
     """Every architecture in ``models.registry`` on every (symbol, interval) of ``settings``: runs, PBO, stored.
 
+    Each run's HTML report goes to ``$DATA_DIR/reports/models/`` (with the
+    models-only ``comparison.html`` there; the full comparison is
+    :func:`pipeline.backtest.comparison.run_comparison`).
+
     Candles, funding and labels are loaded as the baseline suite loads them,
     so models and baselines trade the same bars at the same costs.
     """
@@ -191,5 +195,11 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
             runs += model_runs_for_market(symbol, interval, inputs, preds, registry, cls, costs, horizon=horizon,
                                           log=log)
     pbo = add_overfitting_statistics(runs) if runs else {}
+    if runs:
+        from pathlib import Path
+
+        from pipeline.backtest.reports import write_reports
+
+        write_reports(runs, Path(settings.reports_dir) / "models")
     written = store_runs(warehouse, runs)
     return runs, {"pbo": pbo, "rows_written": written}

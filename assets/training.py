@@ -1,0 +1,126 @@
+"""Trained models: one asset ``models/<architecture>`` per sequence architecture of the zoo, and its check.
+
+Each asset trains every walk-forward fold of its architecture
+(:func:`pipeline.training.walk_forward.train_architecture`), then writes its
+``models.registry`` rows and ``predictions.oos`` in one transaction. A factory
+(not static partitions over architectures) because each architecture is a
+different model a user selects, retrains and compares on its own: it gets its
+own materialization history, metadata and blocking check, and a run can
+select any subset of them; partitions would put nine models under one asset
+and one check.
+
+Trainings run in the ``training`` pool (one fit at a time on a small machine)
+and hold no warehouse connection while they train: the series are read
+first, the rows are written at the end. The run tag ``trigger``
+(``manual`` / ``schedule`` / ``drift``) is recorded in ``models.registry``.
+"""
+
+
+import dagster as dg
+
+from assets.resources import SettingsResource, WarehouseResource
+from pipeline.training.report import check_training, fold_table_markdown, loss_curve_png, png_markdown
+from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, TrainingConfig, store_training,
+                                            train_architecture)
+
+TRIGGER_TAG = "trigger"
+TRIGGERS = ("manual", "schedule", "drift")
+UPSTREAM = [dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["features", "labels"])]
+
+
+def model_key(architecture: str) -> dg.AssetKey:
+    return dg.AssetKey(["models", architecture])
+
+
+def run_trigger(context) -> str:
+    """The run's ``trigger`` tag (``manual`` when absent); an unknown value is an error, not a silent default."""
+    value = context.run.tags.get(TRIGGER_TAG, "manual")
+    if value not in TRIGGERS:
+        raise ValueError(f"run tag {TRIGGER_TAG}={value!r} is not one of {', '.join(TRIGGERS)}")
+    return value
+
+
+def build_model_asset(architecture: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=model_key(architecture),
+        group_name="models",
+        pool="training",
+        deps=UPSTREAM,
+        kinds={"pytorch"},
+        description=f"{architecture}: every walk-forward fold trained on features.candle_features windows and "
+                    "features.labels (pooled symbols), artifacts under DATA_DIR/artifacts/models/"
+                    f"{architecture}/, models.registry rows and out-of-sample predictions.oos.",
+    )
+    def _model(context: dg.AssetExecutionContext, settings: SettingsResource,
+               warehouse: WarehouseResource) -> dg.MaterializeResult:
+        cfg = settings.settings()
+        wh = warehouse.warehouse()
+        config = TrainingConfig.from_settings(cfg, architecture)
+        trigger = run_trigger(context)
+        context.log.info(f"training {architecture} ({config.variant}, window {config.window}, horizon "
+                         f"{config.horizon}, {config.n_folds} folds, {config.epochs} epochs), trigger {trigger}")
+        outcome = train_architecture(wh, cfg, config, trigger=trigger, log=context.log.info)
+        written = store_training(wh, outcome)
+        curve = loss_curve_png(outcome.loss_curves, f"{architecture}: loss per epoch")
+        plot_path = cfg.artifacts_dir / "models" / architecture / "loss_curves.png"
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_path.write_bytes(curve)
+        folds = outcome.fold_table
+        n_test = sum(r["n_test"] for r in folds)
+        acc = sum(r["oos_accuracy"] * r["n_test"] for r in folds) / max(1, n_test)
+        return dg.MaterializeResult(
+            metadata={
+                "folds": dg.MetadataValue.int(len(folds)),
+                "fold_table": dg.MetadataValue.md(fold_table_markdown(folds)),
+                "loss_curves": dg.MetadataValue.md(png_markdown(curve, "loss curves")),
+                "loss_curves_png": dg.MetadataValue.path(str(plot_path)),
+                "oos_accuracy": dg.MetadataValue.float(float(acc)),
+                "n_test": dg.MetadataValue.int(n_test),
+                "dropped_samples": dg.MetadataValue.json(outcome.dropped),
+                "weights_finite": dg.MetadataValue.bool(outcome.weights_finite),
+                "train_seconds": dg.MetadataValue.float(round(outcome.train_seconds, 2)),
+                "trigger": dg.MetadataValue.text(trigger),
+                "rows_registry": dg.MetadataValue.int(written["models.registry"]),
+                "rows_predictions": dg.MetadataValue.int(written["predictions.oos"]),
+                "artifacts": dg.MetadataValue.path(str(cfg.artifacts_dir / "models" / architecture)),
+            }
+        )
+
+    return _model
+
+
+def build_model_check(architecture: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=model_key(architecture), blocking=True, name="training_is_sound",
+                    description="Weights finite, out-of-sample log-loss no worse than the class prior's by more "
+                                "than the tolerance, and one prediction for every test sample of every fold.")
+    def _check(settings: SettingsResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        from pipeline.training.walk_forward import load_artifact
+
+        cfg = settings.settings()
+        wh = warehouse.warehouse()
+        registry = wh.query("select model_id, cast(metrics as varchar) as metrics, artifact_path "
+                            "from models.registry where architecture = ? order by fold", [architecture])
+        predictions = wh.query("select model_id, symbol, ts from predictions.oos where model_id in "
+                               "(select model_id from models.registry where architecture = ?)", [architecture])
+        finite = registry.height > 0
+        for path in registry["artifact_path"]:
+            module = load_artifact(path)
+            finite &= all(bool(p.isfinite().all()) for p in module.state_dict().values())
+        passed, details = check_training(registry, predictions, finite, cfg.oos_log_loss_tolerance)
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"OOS log-loss {details['oos_log_loss']:.4f} vs prior {details['prior_log_loss']:.4f} "
+                         f"(tolerance {details['log_loss_tolerance']}); weights finite: {details['weights_finite']}; "
+                         f"every test bar predicted: {details['every_test_bar_predicted']}"),
+            metadata={"folds": dg.MetadataValue.json(details["folds"]),
+                      "log_loss_excess": dg.MetadataValue.float(float(details["log_loss_excess"])),
+                      "duplicate_predictions": dg.MetadataValue.int(details["duplicate_predictions"])},
+        )
+
+    return _check
+
+
+MODEL_ASSETS = [build_model_asset(a) for a in SEQUENCE_ARCHITECTURES]
+MODEL_CHECKS = [build_model_check(a) for a in SEQUENCE_ARCHITECTURES]
+MODEL_KEYS = [model_key(a) for a in SEQUENCE_ARCHITECTURES]
