@@ -54,19 +54,54 @@ def query(sql: str, path: str | None = None, max_rows: int = 50, lock_timeout_s:
     return 0
 
 
-def demo() -> int:
+EXIT_INTERRUPTED = 130
+EXIT_BAD_SETTINGS = 2
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the demo as Ctrl-C does (``timeout``, ``docker stop``, ``kill``): Dagster's run loop
+    then treats both alike, and a signal outside a run raises ``KeyboardInterrupt`` here."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+
+
+def demo(groups: list[str] | None = None) -> int:
+    import logging
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*currently in beta.*")
-    import dagster as dg
+    try:
+        settings = Settings.from_env()  # bad settings fail here, before any import or work
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    _stop_on_sigterm()
+    try:
+        warnings.filterwarnings("ignore", message=".*currently in beta.*")
+        # waits for a pool slot, dead runs failed: one line each on stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s convtrade %(levelname)s %(message)s"))
+        ours = logging.getLogger("convtrade")
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+        import dagster as dg
 
-    from assets.definitions import materialize_all
-
-    settings = Settings.from_env()
-    print(f"materializing every asset on source={settings.source}, symbols={','.join(settings.symbols)}, "
+        from assets.definitions import asset_groups, materialize_all
+    except KeyboardInterrupt:
+        return _interrupted()
+    if groups and (unknown := set(groups) - asset_groups()):
+        print(f"error: --only: unknown asset group(s) {', '.join(sorted(unknown))}; "
+              f"use {', '.join(sorted(asset_groups()))}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    what = f"the assets of group(s) {','.join(groups)}" if groups else "every asset"
+    print(f"materializing {what} on source={settings.source}, symbols={','.join(settings.symbols)}, "
           f"intervals={','.join(settings.intervals)}, from {settings.start} ...", flush=True)
-    with dg.DagsterInstance.get() as instance:
-        results = materialize_all(instance=instance)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            results = materialize_all(instance=instance, groups=groups)
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        return _interrupted()
     ok = all(r.success for r in results)
     print()
     print(f"warehouse: {settings.warehouse_path.resolve()}")
@@ -75,6 +110,12 @@ def demo() -> int:
     print(f'  make query SQL="{EXAMPLE_SQL}"')
     print(f"  .venv/bin/convtrade query \"{EXAMPLE_SQL}\"")
     return 0 if ok else 1
+
+
+def _interrupted() -> int:
+    print("interrupted: the run stopped and freed its pool slots; stored tables keep their last committed version",
+          file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--max-rows", type=int, default=50)
     t = sub.add_parser("tables", help="list the warehouse tables and their row counts")
     t.add_argument("--db")
-    sub.add_parser("demo", help="materialize every asset on the current settings (offline default: synthetic)")
+    d = sub.add_parser("demo", help="materialize every asset on the current settings (offline default: synthetic)")
+    d.add_argument("--only", metavar="GROUPS", default="",
+                   help="comma list of asset groups to materialize, e.g. market or market,staging,features,labels "
+                        "(default: every asset)")
     args = parser.parse_args(argv)
     if args.command == "query":
         return query(args.sql, args.db, args.max_rows)
@@ -97,7 +141,28 @@ def main(argv: list[str] | None = None) -> int:
             args.db,
             max_rows=200,
         )
-    return demo()
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    rc = demo(groups or None)
+    if argv is None:  # the `convtrade` process itself (not a caller in Python): leave at once
+        _exit_now(rc)
+    return rc
+
+
+def _exit_now(rc: int) -> None:
+    """Flush and leave without the interpreter's teardown.
+
+    Tearing down the modules the definitions load (torch, numba, dbt, great-expectations, Dagster)
+    takes seconds, 10 s and more on a busy machine, after the work is done; that delay made SIGTERM
+    look ignored. The runs' state is already stored (SQLite commits, DuckDB closes its connection
+    after each write), so nothing is lost by skipping it.
+    """
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def symbol_problem(symbol: str) -> str | None:
     return None
 
 
+# The settings that feed pipeline.backtest.costs.CostModel (same field names there).
+COST_SETTINGS = ("taker_fee", "maker_fee", "slippage_bps")
+
+
 # The first daily partition by default: a fixed day, so the partition set and the
 # synthetic market do not move under a running deployment (about one year of
 # history when this was written; set CONVTRADE_START for more or less).
@@ -111,6 +115,19 @@ class Settings:
             dt.date.fromisoformat(self.start)
         except ValueError:
             raise ValueError(f"CONVTRADE_START={self.start!r} is not a date like 2025-01-01") from None
+        self._check_costs()
+
+    def _check_costs(self) -> None:
+        """The cost settings obey the cost model's rules (one home: ``CostModel.__post_init__``),
+        checked here so a bad fee fails when the settings are built, before any work."""
+        from pipeline.backtest.costs import CostModel  # here: costs imports this module
+
+        for name in COST_SETTINGS:
+            value = getattr(self, name)
+            try:
+                CostModel(**{name: value})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"CONVTRADE_{name.upper()}={value!r}: {exc}") from None
 
     @property
     def warehouse_path(self) -> Path:

@@ -52,3 +52,19 @@ def test_locked_warehouse_is_explained(warehouse):
         holder.communicate("\n", timeout=30)
     assert done.returncode == EXIT_LOCKED
     assert "locked by a running writer" in done.stderr
+
+
+def test_demo_rejects_a_negative_fee_before_any_work(tmp_path):
+    """Bad settings stop `convtrade demo` at once: no Dagster import, no warehouse, no run, no traceback."""
+    import os
+
+    env = {**os.environ, "CONVTRADE_TAKER_FEE": "-1", "DATA_DIR": str(tmp_path / "data"),
+           "DAGSTER_HOME": str(tmp_path / "home")}
+    probe = ("import sys; from pipeline.cli import main; rc = main(['demo']); "
+             "print('dagster imported' if 'dagster' in sys.modules else 'no dagster'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "CONVTRADE_TAKER_FEE=-1.0" in done.stderr and "must be a finite number >= 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.strip() == "no dagster"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()

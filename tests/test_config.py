@@ -41,6 +41,21 @@ def test_bad_settings_name_the_variable(env, message):
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize(
+    "name, raw",
+    [("CONVTRADE_TAKER_FEE", "-1"), ("CONVTRADE_MAKER_FEE", "nan"), ("CONVTRADE_SLIPPAGE_BPS", "-0.5"),
+     ("CONVTRADE_TAKER_FEE", "inf")],
+)
+def test_bad_costs_fail_when_the_settings_are_built(name, raw):
+    """The cost model's rule (CostModel), applied to the settings: before any work, naming the variable."""
+    with pytest.raises(ValueError, match=rf"^{name}=.*must be a finite number >= 0"):
+        Settings.from_env({name: raw})
+    field = name.removeprefix("CONVTRADE_").lower()
+    with pytest.raises(ValueError, match=name):
+        Settings(**{field: float(raw)})  # direct construction too (run config, tests)
+    assert Settings.from_env({name: "0"})  # zero costs are allowed
+
+
 def test_year_is_365_days():
     assert bars_per_year("60") == 8760
     assert bars_per_year("240") == 2190

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -24,7 +26,22 @@ def _ts(ms: np.ndarray) -> pl.Series:
     return pl.Series(np.asarray(ms, dtype=np.int64) * 1000).cast(TS)
 
 
-def runs_frame(runs: list[BacktestRun]) -> pl.DataFrame:
+def stored_report_path(path: str | Path | None, data_dir: str | Path) -> str | None:
+    """How ``backtest.runs.report_path`` stores a report: relative to DATA_DIR (``reports/backtests/x.html``),
+    so moving DATA_DIR keeps the links and identical runs in two folders store identical rows. A report
+    outside DATA_DIR keeps its absolute path."""
+    if path is None:
+        return None
+    path, base = Path(path).resolve(), Path(data_dir).resolve()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def resolve_report_path(stored: str | None, data_dir: str | Path) -> Path | None:
+    """The file of a stored ``report_path`` (relative to ``data_dir``, or absolute)."""
+    return None if stored is None else Path(data_dir) / stored
+
+
+def runs_frame(runs: list[BacktestRun], data_dir: str | Path = os.curdir) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "run_id": [r.run_id for r in runs],
@@ -36,7 +53,7 @@ def runs_frame(runs: list[BacktestRun]) -> pl.DataFrame:
             "data_fingerprint": [r.data_fingerprint for r in runs],
             "start_ts": _ts(np.array([r.result.ts_ms[0] for r in runs], dtype=np.int64)),
             "end_ts": _ts(np.array([r.result.ts_ms[-1] for r in runs], dtype=np.int64)),
-            "report_path": [r.report_path for r in runs],
+            "report_path": [stored_report_path(r.report_path, data_dir) for r in runs],
         },
         schema_overrides={"model_ids": pl.List(pl.String), "report_path": pl.String},
     )
@@ -91,14 +108,18 @@ def metrics_frame(run: BacktestRun) -> pl.DataFrame:
 
 
 def store_runs(warehouse: Warehouse, runs: list[BacktestRun]) -> dict[str, int]:
-    """Replace the rows of these run ids in the four backtest tables; returns rows written per table."""
+    """Replace the rows of these run ids in the four backtest tables; returns rows written per table.
+
+    Report paths are stored relative to the warehouse's folder, DATA_DIR (``Settings.warehouse_path``);
+    read them back with :func:`resolve_report_path`.
+    """
     if not runs:
         return {"backtest.runs": 0, "backtest.trades": 0, "backtest.equity": 0, "backtest.metrics": 0}
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate run ids in one store: {sorted({i for i in ids if ids.count(i) > 1})}")
     frames = {
-        "backtest.runs": runs_frame(runs),
+        "backtest.runs": runs_frame(runs, warehouse.path.parent),
         "backtest.trades": pl.concat([trades_frame(r) for r in runs], how="vertical"),
         "backtest.equity": pl.concat([equity_frame(r) for r in runs], how="vertical"),
         "backtest.metrics": pl.concat([metrics_frame(r) for r in runs], how="vertical"),

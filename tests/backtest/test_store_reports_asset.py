@@ -16,7 +16,7 @@ from pipeline.backtest.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.reports import monthly_returns, write_reports
 from pipeline.backtest.runs import add_overfitting_statistics, run_market_baselines
-from pipeline.backtest.store import store_runs
+from pipeline.backtest.store import resolve_report_path, store_runs
 from pipeline.backtest.suite import run_baseline_suite as suite
 from pipeline.backtest.suite import summary_markdown as suite_summary
 from pipeline.config import Settings
@@ -138,4 +138,5 @@ def test_asset_materializes_baselines_and_reports(tmp_path, market_factory, stor
     counts = wh.query("select (select count(*) from backtest.runs) as runs, (select count(*) from backtest.equity) as eq")
     assert counts["runs"][0] == 5 and counts["eq"][0] == 5 * 1200 == meta["rows_equity"].value
     paths = wh.query("select report_path from backtest.runs")["report_path"].to_list()
-    assert all(Path(p).exists() for p in paths)
+    # stored relative to DATA_DIR (issue 17): the same runs in another folder store the same rows
+    assert all(not Path(p).is_absolute() and resolve_report_path(p, tmp_path).exists() for p in paths)
