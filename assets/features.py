@@ -99,8 +99,10 @@ def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, setti
     start, end = partition_window(context)
     # One target folder per DATA_DIR, reused by every run: the checkout does not grow, and
     # dbt's partial-parse state stays warm between runs.
-    target = Path(settings.settings().data_dir).resolve() / "dbt" / "target"
-    yield from dbt.cli(["build", *launcher_args(warehouse.path, start, end)], context=context,
+    run_settings = settings.settings()
+    target = Path(run_settings.data_dir).resolve() / "dbt" / "target"
+    gaps = (run_settings.gap_policy, run_settings.max_fill_bars)  # the candle_features model's gap policy
+    yield from dbt.cli(["build", *launcher_args(warehouse.path, start, end, gaps)], context=context,
                        target_path=target).stream()
 
 

@@ -95,8 +95,8 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
 
     gain[t] = max(close[t] - close[t-1], 0), loss[t] = max(close[t-1] - close[t], 0)
     (0 on the first bar); averages are Wilder smoothings (alpha 1/n) seeded
-    with the mean of gains 1..n. Rows before the seed are 0 (as the polars
-    expression this replaced gave), never NULL.
+    with the mean of gains 1..n. Rows before the seed (0..n-1) hold 0; the
+    caller stores them as NULL (its warm-up prefix).
     """
     size = close.size
     gain = np.zeros(size)
