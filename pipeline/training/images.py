@@ -1,0 +1,171 @@
+"""Image datasets: the encodings' memory-mapped images joined to features.labels, shaped like a WindowStore.
+
+``build_image_store(warehouse, settings, name, horizon)`` opens the image file
+of every configured series of encoding ``name`` (written by the
+``encodings/<name>`` asset, checked against ``encodings.<name>_index``) and
+joins each image's ts to the label at ``horizon`` with
+:func:`pipeline.features.labels.load_labels`. A sample is an image whose
+label is known and whose label horizon spans no missing bar (bars without an
+image, because their window is not complete or crosses a gap, count as
+``warmup``; the encodings never draw across a gap).
+
+:class:`ImageStore` offers what :func:`pipeline.training.walk_forward.train_fold`
+reads of a :class:`~pipeline.training.datasets.WindowStore`: ``gather(rows)``
+(float32 ``[n, C, H, W]``: uint8 charts scaled to [0, 1], then one constant
+plane per symbol, as the sequence windows carry one-hot symbol channels),
+``sample_rows``, ``sample_ts_ms``, ``sample_symbol``, ``label_class``,
+``fwd_return``, ``fwd_volatility``, ``channels``, ``symbols``, ``window``,
+``fingerprint`` and ``dropped``; and ``rows`` / ``n_feature_channels`` for
+:func:`pipeline.training.datasets.robust_stats`: ``rows[r, :C]`` returns
+``PIXELS_PER_IMAGE`` fixed pixels of each image ``r`` (positions drawn once
+from a seeded generator), so the per-channel median and IQR are those of the
+training images' pixels, and nothing outside ``r`` is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.encodings.build import spec
+from pipeline.encodings.store import open_images
+from pipeline.features.labels import load_labels
+from pipeline.market.timegrid import interval_ms
+from pipeline.training.datasets import valid_window_ends
+
+PIXELS_PER_IMAGE = 16
+IMAGE_STORE_FORMAT = 1
+
+
+class PixelSample:
+    """``store.rows[rows, :k]`` for robust_stats: (len(rows) * PIXELS_PER_IMAGE, k) pixel values of those images."""
+
+    def __init__(self, store: "ImageStore"):
+        self.store = store
+        c, h, w = store.image_shape
+        rng = np.random.default_rng(12345)
+        self.pixels = rng.integers(0, h * w, PIXELS_PER_IMAGE)
+
+    def __getitem__(self, key):
+        rows, channels = key if isinstance(key, tuple) else (key, slice(None))
+        images = self.store.gather(np.atleast_1d(np.asarray(rows, dtype=np.int64)))  # (n, C + S, H, W)
+        flat = images.reshape(images.shape[0], images.shape[1], -1)[:, :, self.pixels]  # (n, C + S, P)
+        return np.moveaxis(flat, 1, 2).reshape(-1, images.shape[1])[:, channels]
+
+
+@dataclasses.dataclass
+class ImageStore:
+    name: str
+    arrays: list[np.ndarray]  # per series: memmap [n_k, C, H, W]
+    offsets: np.ndarray  # (len(arrays) + 1,) global row where each series starts
+    image_shape: tuple[int, int, int]
+    scale: float  # 1/255 for uint8 charts, 1 otherwise
+    symbols: list[str]
+    window: int  # bars of history one image reads
+    horizon: int
+    sample_rows: np.ndarray
+    sample_ts_ms: np.ndarray
+    sample_symbol: np.ndarray
+    label_class: np.ndarray
+    fwd_return: np.ndarray
+    fwd_volatility: np.ndarray
+    dropped: dict[str, int]
+    fingerprint: str
+
+    @property
+    def channels(self) -> list[str]:
+        return [f"{self.name}_{k}" for k in range(self.image_shape[0])] + [f"symbol_{s}" for s in self.symbols]
+
+    @property
+    def n_feature_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels incl. symbol planes, H, W): what a 2D model is built for."""
+        return (len(self.channels), *self.image_shape[1:])
+
+    @property
+    def rows(self) -> PixelSample:
+        return PixelSample(self)
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """float32 [n, C + n_symbols, H, W] images at global ``rows`` (in the order given)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        c, h, w = self.image_shape
+        out = np.zeros((rows.shape[0], c + len(self.symbols), h, w), dtype=np.float32)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.offsets[-1]):
+            raise IndexError(f"ImageStore {self.name}: rows must lie in [0, {self.offsets[-1]})")
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for k in np.unique(which):
+            pick = np.flatnonzero(which == k)
+            local = rows[pick] - self.offsets[k]
+            order = np.argsort(local, kind="stable")  # read the memmap in file order
+            block = np.asarray(self.arrays[k][local[order]], dtype=np.float32)
+            if self.scale != 1.0:
+                block *= self.scale
+            out[pick[order], :c] = block
+            out[pick, c + k] = 1.0
+        return out
+
+
+def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStore:
+    """The images of encoding ``name`` for every configured symbol (first interval), with labels at ``horizon``."""
+    s = spec(name)
+    if s.source != "candles":
+        raise ValueError(f"build_image_store: encoding {name!r} is not on the candle grid (its images are "
+                         "indexed by snapshot time); use a candle encoding")
+    interval = settings.intervals[0]
+    step = interval_ms(interval)
+    arrays, offsets, symbols = [], [0], []
+    rows_l, ts_l, sym_l, cls_l, ret_l, vol_l = [], [], [], [], [], []
+    dropped = {"warmup": 0, "gap": 0, "unknown_label": 0}
+    h = hashlib.sha256(json.dumps({"name": name, "horizon": horizon, "format": IMAGE_STORE_FORMAT,
+                                   "shape": list(s.shape)}).encode())
+    for k, symbol in enumerate(settings.symbols):
+        index, images = open_images(warehouse, Path(settings.artifacts_dir), name, symbol, interval)
+        labels = load_labels(warehouse, symbol, interval, horizon)
+        grid = labels["ts"].cast(pl.Datetime("ms")).cast(pl.Int64).to_numpy()
+        cls = labels["label_class"].to_numpy()
+        ret = labels["fwd_return"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        vol = labels["fwd_volatility"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        known = (cls >= 0) & np.isfinite(ret) & np.isfinite(vol)
+        # label validity on the full candle grid: known, and its horizon crosses no missing bar
+        ok, d = valid_window_ends(grid, np.zeros(grid.shape[0], dtype=bool), known, step, 1, horizon)
+        img_ts = index["ts_ms"].to_numpy().astype(np.int64)
+        pos = np.searchsorted(grid, img_ts)
+        found = (pos < grid.shape[0]) & (grid[np.minimum(pos, grid.shape[0] - 1)] == img_ts)
+        dropped["warmup"] += int(grid.shape[0] - found.sum())
+        label_gap = found & ~ok[np.minimum(pos, grid.shape[0] - 1)] & known[np.minimum(pos, grid.shape[0] - 1)]
+        unknown = found & ~known[np.minimum(pos, grid.shape[0] - 1)]
+        dropped["gap"] += int(label_gap.sum())
+        dropped["unknown_label"] += int(unknown.sum())
+        keep = np.flatnonzero(found & ~label_gap & ~unknown)
+        p = pos[keep]
+        rows_l.append(index["row"].to_numpy()[keep].astype(np.int64) + offsets[-1])
+        ts_l.append(img_ts[keep])
+        sym_l.append(np.full(keep.shape[0], k, dtype=np.int64))
+        cls_l.append(cls[p])
+        ret_l.append(ret[p])
+        vol_l.append(vol[p])
+        arrays.append(images)
+        symbols.append(symbol)
+        offsets.append(offsets[-1] + images.shape[0])
+        n = images.shape[0]
+        probe = images[np.unique(np.linspace(0, n - 1, min(n, 8)).astype(np.int64))] if n else images[:0]
+        for arr in (img_ts, cls, ret, vol, np.ascontiguousarray(probe)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(symbol.encode())
+    scale = 1.0 / 255.0 if np.dtype(s.dtype) == np.uint8 else 1.0
+    return ImageStore(
+        name=name, arrays=arrays, offsets=np.asarray(offsets, dtype=np.int64), image_shape=tuple(s.shape),
+        scale=scale, symbols=symbols, window=s.history, horizon=horizon,
+        sample_rows=np.concatenate(rows_l), sample_ts_ms=np.concatenate(ts_l), sample_symbol=np.concatenate(sym_l),
+        label_class=np.concatenate(cls_l).astype(np.int64), fwd_return=np.concatenate(ret_l),
+        fwd_volatility=np.concatenate(vol_l), dropped=dropped, fingerprint=h.hexdigest()[:16],
+    )

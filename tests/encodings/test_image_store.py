@@ -1,0 +1,85 @@
+"""ImageStore: encoding images joined to features.labels with the WindowStore interface train_fold reads."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from assets.market import raw_candles
+from assets.partitions import daily_partitions
+from assets.resources import SettingsResource, default_resources
+from pipeline.encodings.build import build_encoding
+from pipeline.models.registry import build_model
+from pipeline.training.datasets import robust_stats
+from pipeline.training.images import PIXELS_PER_IMAGE, build_image_store
+
+
+@pytest.fixture(scope="module")
+def warehouse_with_labels(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("image_store")
+    resources = default_resources(SettingsResource(data_dir=str(folder), source="synthetic",
+                                                   symbols="BTCUSDT,ETHUSDT"))
+    keys = daily_partitions.get_partition_keys()[:5]
+    assert dg.materialize([raw_candles], resources=resources, tags={
+        "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}).success
+    settings = resources["settings"].settings()
+    wh = resources["warehouse"].warehouse()
+    candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
+    labels = candles.with_columns(
+        fwd_return=(pl.col("close").shift(-1).over("symbol") / pl.col("close")).log(),
+        horizon=pl.lit(1, pl.Int32),
+    ).with_columns(
+        direction=pl.when(pl.col("fwd_return").is_null()).then(None).otherwise(pl.col("fwd_return").sign())
+        .cast(pl.Int32),
+        fwd_volatility=pl.col("fwd_return").abs(),
+    ).drop("close")
+    with wh.connect() as con:
+        con.execute("create schema if not exists features")
+        con.register("labels_in", labels)
+        con.execute("create table features.labels as select * from labels_in")
+    for name in ("candlestick_5", "indicator_image"):
+        build_encoding(wh, settings, name, log=lambda _: None)
+    return wh, settings, labels
+
+
+def test_image_store_joins_images_to_labels(warehouse_with_labels):
+    wh, settings, labels = warehouse_with_labels
+    store = build_image_store(wh, settings, "candlestick_5", horizon=1)
+    n_bars = 5 * 24
+    history = store.window
+    assert store.symbols == ["BTCUSDT", "ETHUSDT"] and store.channels[-2:] == ["symbol_BTCUSDT", "symbol_ETHUSDT"]
+    # per symbol: bars without an image (the first history - 1), the last bar's unknown label
+    assert store.dropped == {"warmup": 2 * (history - 1), "gap": 0, "unknown_label": 2}
+    assert store.sample_rows.shape[0] == 2 * (n_bars - history + 1 - 1)
+    x = store.gather(store.sample_rows[:7])
+    assert x.dtype == np.float32 and x.shape == (7, *store.input_shape) == (7, 3, 32, 15)
+    assert set(np.unique(x[:, 0])) <= {0.0, 1.0}  # uint8 charts scaled to [0, 1]
+    assert (x[:, 1] == 1).all() and (x[:, 2] == 0).all()  # the first samples are BTCUSDT's
+    eth = np.flatnonzero(store.sample_symbol == 1)[:3]
+    assert (store.gather(store.sample_rows[eth])[:, 2] == 1).all()
+    # labels are those of each image's own ts
+    lab = labels.filter(pl.col("symbol") == "ETHUSDT").with_columns(ts_ms=pl.col("ts").dt.epoch("ms"))
+    ref = dict(zip(lab["ts_ms"].to_list(), lab["fwd_return"].to_list()))
+    for i in eth:
+        assert store.fwd_return[i] == pytest.approx(ref[int(store.sample_ts_ms[i])])
+    # robust_stats works on it, over the given images' pixels only
+    center, scale = robust_stats(store, store.sample_rows[:50])
+    assert center.shape == scale.shape == (3,) and center[1:].tolist() == [0, 0] and scale[1:].tolist() == [1, 1]
+    pix = store.rows[store.sample_rows[:50], :1]
+    assert pix.shape == (50 * PIXELS_PER_IMAGE, 1)
+    assert set(np.unique(pix)) <= set(np.unique(store.gather(store.sample_rows[:50])[:, 0]))
+
+
+def test_a_2d_zoo_model_runs_on_the_store(warehouse_with_labels):
+    torch = pytest.importorskip("torch")
+    wh, settings, _ = warehouse_with_labels
+    store = build_image_store(wh, settings, "indicator_image", horizon=1)
+    assert store.input_shape == (3, 15, 15)
+    model = build_model("cnn_ta", input_shape=store.input_shape).eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(store.gather(store.sample_rows[:4])))
+    assert out.direction_logits.shape == (4, 3)
+    with pytest.raises(ValueError, match="not on the candle grid"):
+        build_image_store(wh, settings, "orderbook_heatmap", horizon=1)
