@@ -15,7 +15,9 @@ reads of a :class:`~pipeline.training.datasets.WindowStore`: ``gather(rows)``
 plane per symbol, as the sequence windows carry one-hot symbol channels),
 ``sample_rows``, ``sample_ts_ms``, ``sample_symbol``, ``label_class``,
 ``fwd_return``, ``fwd_volatility``, ``channels``, ``symbols``, ``window``,
-``fingerprint`` and ``dropped``; and ``rows`` / ``n_feature_channels`` for
+``fingerprint`` and ``dropped``; ``row_scaling`` (set per fold from
+``fit_row_scaling(training rows)``) applies the CNN-TA per-indicator scaling
+of :mod:`pipeline.encodings.indicator_image` in ``gather``; and ``rows`` / ``n_feature_channels`` for
 :func:`pipeline.training.datasets.robust_stats`: ``rows[r, :C]`` returns
 ``PIXELS_PER_IMAGE`` fixed pixels of each image ``r`` (positions drawn once
 from a seeded generator), so the per-channel median and IQR are those of the
@@ -33,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.encodings.build import spec
+from pipeline.encodings.indicator_image import IndicatorScaling, fit_indicator_scaling
 from pipeline.encodings.store import open_images
 from pipeline.features.labels import load_labels
 from pipeline.market.timegrid import interval_ms
@@ -76,6 +79,14 @@ class ImageStore:
     fwd_volatility: np.ndarray
     dropped: dict[str, int]
     fingerprint: str
+    # per-image-row scaling (CNN-TA indicator images): set per fold with fit_row_scaling(training rows)
+    row_scaling: IndicatorScaling | None = None
+
+    def fit_row_scaling(self, train_rows: np.ndarray) -> IndicatorScaling:
+        """Per image row [0, 1] scaling (1st / 99th percentiles) fitted on the images at ``train_rows`` only."""
+        rows = np.asarray(train_rows, dtype=np.int64)
+        raw = self._images(rows)[:, :1]
+        return fit_indicator_scaling(raw, np.arange(rows.shape[0]))
 
     @property
     def channels(self) -> list[str]:
@@ -96,6 +107,13 @@ class ImageStore:
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """float32 [n, C + n_symbols, H, W] images at global ``rows`` (in the order given)."""
+        out = self._images(rows)
+        if self.row_scaling is not None:
+            c = self.image_shape[0]
+            out[:, :c] = self.row_scaling.apply(out[:, :c])
+        return out
+
+    def _images(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         c, h, w = self.image_shape
         out = np.zeros((rows.shape[0], c + len(self.symbols), h, w), dtype=np.float32)

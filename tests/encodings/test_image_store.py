@@ -81,5 +81,16 @@ def test_a_2d_zoo_model_runs_on_the_store(warehouse_with_labels):
     with torch.no_grad():
         out = model(torch.from_numpy(store.gather(store.sample_rows[:4])))
     assert out.direction_logits.shape == (4, 3)
+    # CNN-TA scaling fitted on a fold's training rows only, applied in gather
+    train = store.sample_rows[:40]
+    scaling = store.fit_row_scaling(train)
+    raw = store.gather(store.sample_rows)
+    store.row_scaling = scaling
+    scaled = store.gather(store.sample_rows)
+    np.testing.assert_allclose(scaled[:, :1], scaling.apply(raw[:, :1]))
+    np.testing.assert_array_equal(scaled[:, 1:], raw[:, 1:])
+    assert scaled[:40, 0].min() >= 0 and scaled[:40, 0].max() <= 1
+    ref = np.percentile(raw[:40, 0, 0], 99)
+    assert scaling.high[0] == pytest.approx(ref, rel=1e-5)  # RSI 7 row: from the 40 training images only
     with pytest.raises(ValueError, match="not on the candle grid"):
         build_image_store(wh, settings, "orderbook_heatmap", horizon=1)
