@@ -92,6 +92,14 @@ class Settings:
     volatility_loss_weight: float = 0.25
     sharpe_loss_weight: float = 0.0     # differentiable Sharpe of the position p_up - p_down
     augment: str = ""                   # comma list of jitter, scaling, time_warp, window_slice
+    # Drift monitoring (pipeline.monitoring.drift) and the drift sensor (assets.automation)
+    drift_psi_threshold: float = 0.2    # PSI at or above this: the feature drifted
+    drift_ks_pvalue: float = 0.01       # KS p-value below this, after Bonferroni over features: drifted
+    drift_psi_bins: int = 10            # quantile bins of the reference window
+    drift_recent_bars: int = 168        # current window: the newest N bars of each symbol
+    drift_accuracy_bars: int = 168      # accuracy decay: the newest N predicted bars with a known label
+    drift_accuracy_drop: float = 0.05   # decayed: recent accuracy below the walk-forward accuracy by this
+    drift_cooldown_hours: float = 24.0  # no second drift-triggered retrain within this many hours
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -116,6 +124,7 @@ class Settings:
         except ValueError:
             raise ValueError(f"CONVTRADE_START={self.start!r} is not a date like 2025-01-01") from None
         self._check_costs()
+        self._check_drift()
 
     def _check_costs(self) -> None:
         """The cost settings obey the cost model's rules (one home: ``CostModel.__post_init__``),
@@ -128,6 +137,20 @@ class Settings:
                 CostModel(**{name: value})
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"CONVTRADE_{name.upper()}={value!r}: {exc}") from None
+
+    def _check_drift(self) -> None:
+        """The drift settings are usable: positive windows and bins, thresholds in range."""
+        if not (0.0 < self.drift_ks_pvalue < 1.0):
+            raise ValueError(f"CONVTRADE_DRIFT_KS_PVALUE={self.drift_ks_pvalue!r}: must be in (0, 1), e.g. 0.01")
+        if not self.drift_psi_threshold > 0:
+            raise ValueError(f"CONVTRADE_DRIFT_PSI_THRESHOLD={self.drift_psi_threshold!r}: must be > 0, e.g. 0.2")
+        for name in ("drift_psi_bins", "drift_recent_bars", "drift_accuracy_bars"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"CONVTRADE_{name.upper()}={getattr(self, name)!r}: must be >= 2")
+        if not (0.0 <= self.drift_accuracy_drop < 1.0):
+            raise ValueError(f"CONVTRADE_DRIFT_ACCURACY_DROP={self.drift_accuracy_drop!r}: must be in [0, 1)")
+        if not self.drift_cooldown_hours >= 0:
+            raise ValueError(f"CONVTRADE_DRIFT_COOLDOWN_HOURS={self.drift_cooldown_hours!r}: must be >= 0 hours")
 
     @property
     def warehouse_path(self) -> Path:

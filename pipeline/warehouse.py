@@ -156,7 +156,24 @@ TABLES: dict[str, str] = {
             psi double, ks double,
             reference_start timestamp, reference_end timestamp,
             current_start timestamp, current_end timestamp,
+            ks_pvalue double,                   -- two-sample KS p-value
+            ks_pvalue_adjusted double,          -- Bonferroni over the symbol's features
+            n_reference bigint, n_current bigint,
+            drifted boolean,                    -- against the thresholds when computed
+            model_id varchar,                   -- the live model whose training range is the reference
             primary key (symbol, feature, "at")
+        )""",
+    "monitoring.accuracy": """
+        create table if not exists monitoring.accuracy (
+            symbol varchar not null,
+            architecture varchar not null,
+            "at" timestamp not null,            -- the drift report it belongs to (newest bar compared)
+            recent_accuracy double,             -- newest predicted bars with a known label
+            n_recent bigint,
+            recent_start timestamp, recent_end timestamp,
+            walk_forward_accuracy double,       -- every fold's oos_accuracy, weighted by n_test
+            decayed boolean,
+            primary key (symbol, architecture, "at")
         )""",
     "signals.latest": """
         create table if not exists signals.latest (
@@ -167,7 +184,29 @@ TABLES: dict[str, str] = {
             confidence double,
             size double,
             model_id varchar,
+            interval varchar,
+            p_down double, p_flat double, p_up double,
+            expected_move double,               -- sum_k p_k * r_k of the edge rule
+            price double,                       -- close of the candle at ts
+            created_at timestamp default current_timestamp,
             primary key (symbol, architecture)
+        )""",
+    "signals.paper_ledger": """
+        create table if not exists signals.paper_ledger (
+            architecture varchar not null,
+            symbol varchar not null,
+            interval varchar not null,
+            ts timestamp not null,              -- candle open time; marked at its close
+            price double not null,              -- the candle's close
+            signal integer,                     -- the signal booked at this bar (null: none, position held)
+            target double,                      -- position after this bar's booking, fraction of equity
+            position double not null,           -- units held after this bar
+            traded double not null,             -- units traded at this bar (signed)
+            fees double not null,               -- fees + slippage paid at this bar
+            pnl double not null,                -- mark-to-market P&L of this bar, net of fees
+            equity double not null,
+            model_id varchar,
+            primary key (architecture, symbol, interval, ts)
         )""",
 }
 
@@ -186,6 +225,25 @@ for _name in ENCODING_NAMES:
             "row" bigint not null,              -- row of the image in its array file
             primary key (symbol, interval, ts)
         )"""
+
+# table -> statements that bring a table created by an older DDL up to date (idempotent; run after the DDL)
+MIGRATIONS: dict[str, tuple[str, ...]] = {
+    "monitoring.drift": tuple(
+        f"alter table monitoring.drift add column if not exists {c}"
+        for c in ("ks_pvalue double", "ks_pvalue_adjusted double", "n_reference bigint", "n_current bigint",
+                  "drifted boolean", "model_id varchar")),
+    "signals.latest": tuple(
+        f"alter table signals.latest add column if not exists {c}"
+        for c in ("interval varchar", "p_down double", "p_flat double", "p_up double", "expected_move double",
+                  "price double", "created_at timestamp default current_timestamp")),
+}
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """The table's DDL, then its migrations (columns added since older warehouse files were written)."""
+    con.execute(TABLES[table])
+    for statement in MIGRATIONS.get(table, ()):
+        con.execute(statement)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +314,7 @@ class Warehouse:
             for schema in SCHEMAS:
                 con.execute(f"create schema if not exists {schema}")
             for name in tables or TABLES:
-                con.execute(TABLES[name])
+                _create_table(con, name)
 
     def replace_rows(
         self,
@@ -289,7 +347,7 @@ class Warehouse:
         with self.connect() as con:
             for r in replacements:
                 con.execute(f"create schema if not exists {r.table.split('.')[0]}")
-                con.execute(TABLES[r.table])
+                _create_table(con, r.table)
             con.execute("begin transaction")
             try:
                 for i, r in enumerate(replacements):
