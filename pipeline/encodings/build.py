@@ -181,28 +181,25 @@ def build_encoding(warehouse, settings, name: str, log: Callable[[str], None] = 
     """Every configured series of encoding ``name`` written under ``settings.artifacts_dir`` with its index."""
     s = spec(name)
     series, history, skipped = [], [], []
-    for symbol in settings.symbols:
-        if s.source == "orderbook":
-            ts, book = load_snapshots(warehouse, symbol)
+    if s.source == "orderbook":
+        inputs = [(symbol, SNAPSHOT_INTERVAL, *load_snapshots(warehouse, symbol)) for symbol in settings.symbols]
+    else:
+        inputs = [(symbol, interval, *load_candles(warehouse, symbol, interval))
+                  for symbol in settings.symbols for interval in settings.intervals]
+    unit = "snapshots" if s.source == "orderbook" else "candles"
+    for symbol, interval, ts, rows in inputs:
+        if s.source == "orderbook":  # consecutive stored snapshots (the schedule that collected them decides)
             ends = np.arange(s.history - 1, ts.shape[0])
-            history.append({"symbol": symbol, "interval": SNAPSHOT_INTERVAL, "snapshots": int(ts.shape[0]),
-                            "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
-                            "images": int(ends.shape[0])})
-            if ends.size == 0:
-                skipped.append(f"{symbol}: {ts.shape[0]} order-book snapshots, an image needs {s.history}")
-                continue
-            series.append(series_images(s, symbol, SNAPSHOT_INTERVAL, ts, book, ends))
-            continue
-        for interval in settings.intervals:
-            ts, ohlcv = load_candles(warehouse, symbol, interval)
+        else:
             ends = contiguous_window_ends(ts, interval_ms(interval), s.history)
-            history.append({"symbol": symbol, "interval": interval, "candles": int(ts.shape[0]),
-                            "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
-                            "images": int(ends.shape[0])})
-            if ends.size == 0:
-                skipped.append(f"{symbol} {interval}: {ts.shape[0]} candles, no gap-free run of {s.history} bars")
-                continue
-            series.append(series_images(s, symbol, interval, ts, ohlcv, ends))
+        history.append({"symbol": symbol, "interval": interval, unit: int(ts.shape[0]),
+                        "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
+                        "images": int(ends.shape[0])})
+        if ends.size == 0:
+            skipped.append(f"{symbol} {interval}: {ts.shape[0]} {unit}, no gap-free run of the {s.history} "
+                           "an image needs")
+            continue
+        series.append(series_images(s, symbol, interval, ts, rows, ends))
     written = write_encoding(warehouse, Path(settings.artifacts_dir), name, s.shape, s.dtype, series)
     log(f"encodings/{name}: {written.count} images of shape {written.shape} ({written.dtype})")
     return EncodingBuild(s, written, history, skipped)

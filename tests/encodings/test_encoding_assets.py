@@ -8,24 +8,14 @@ import pytest
 
 from assets.encodings import ENCODING_ASSETS, ENCODING_KEYS
 from assets.market import raw_candles, raw_orderbook
-from assets.partitions import daily_partitions
-from assets.resources import SettingsResource, default_resources
 from pipeline.encodings.build import ENCODINGS, encode_candles, load_candles
 from pipeline.encodings.store import open_images
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
+def market(tmp_path_factory, make_synthetic_market):
     """Six synthetic days (144 hourly bars and snapshots) of two symbols."""
-    folder = tmp_path_factory.mktemp("encodings_wh")
-    resources = default_resources(SettingsResource(data_dir=str(folder), source="synthetic",
-                                                   symbols="BTCUSDT,ETHUSDT"))
-    keys = daily_partitions.get_partition_keys()[:6]
-    result = dg.materialize([raw_candles, raw_orderbook], resources=resources,
-                            tags={"dagster/asset_partition_range_start": keys[0],
-                                  "dagster/asset_partition_range_end": keys[-1]})
-    assert result.success
-    return resources
+    return make_synthetic_market(tmp_path_factory.mktemp("encodings_wh"), 6, [raw_candles, raw_orderbook])
 
 
 def test_every_encoding_asset_writes_images_and_index(market):

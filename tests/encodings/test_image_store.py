@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 
 from assets.market import raw_candles
-from assets.partitions import daily_partitions
-from assets.resources import SettingsResource, default_resources
 from pipeline.encodings.build import build_encoding
 from pipeline.models.registry import build_model
 from pipeline.training.datasets import robust_stats
@@ -17,13 +14,8 @@ from pipeline.training.images import PIXELS_PER_IMAGE, build_image_store
 
 
 @pytest.fixture(scope="module")
-def warehouse_with_labels(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("image_store")
-    resources = default_resources(SettingsResource(data_dir=str(folder), source="synthetic",
-                                                   symbols="BTCUSDT,ETHUSDT"))
-    keys = daily_partitions.get_partition_keys()[:5]
-    assert dg.materialize([raw_candles], resources=resources, tags={
-        "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}).success
+def warehouse_with_labels(tmp_path_factory, make_synthetic_market):
+    resources = make_synthetic_market(tmp_path_factory.mktemp("image_store"), 5, [raw_candles])
     settings = resources["settings"].settings()
     wh = resources["warehouse"].warehouse()
     candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
