@@ -128,11 +128,13 @@ def _is_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunProcess | N
     return None if proc.alive() else proc
 
 
-def _free_slots(instance: dg.DagsterInstance, run_id: str) -> int:
+def _free_slots(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Free the pool slots (and withdraw the pending claims) of ``run_id``; whether it had any."""
     storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return 0
-    return storage.free_concurrency_slots_for_run(run_id) or 0
+    if not storage.supports_global_concurrency_limits or run_id not in storage.get_concurrency_run_ids():
+        return False
+    storage.free_concurrency_slots_for_run(run_id)
+    return True
 
 
 def fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
@@ -153,8 +155,8 @@ def fail_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
     if current is None or current.status not in ACTIVE_STATUSES:
         return None
     instance.report_run_failed(current, message)
-    freed = _free_slots(instance, run.run_id)
-    log.warning("%s (%d slot(s) freed)", message, freed)
+    _free_slots(instance, run.run_id)
+    log.warning(message)
     return message
 
 
@@ -181,8 +183,8 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 def release_own_runs(instance: dg.DagsterInstance, message: str) -> list[str]:
     """After an interrupt: fail the runs of this process still marked active and free their slots."""
     released = []
-    me = str(os.getpid())
-    for record in instance.get_run_records(filters=dg.RunsFilter(tags={PID_TAG: me})):
+    me = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    for record in instance.get_run_records(filters=dg.RunsFilter(tags=me)):
         run = record.dagster_run
         if run.status in ACTIVE_STATUSES:
             instance.report_run_failed(run, message)

@@ -62,6 +62,10 @@ class Settings:
     taker_fee: float = 0.00055
     maker_fee: float = 0.0002
     slippage_bps: float = 2.0
+    # Maintenance margin rate, as a fraction of position value: one rate for every symbol ("0.005", Bybit's
+    # first BTCUSDT tier) and/or SYMBOL=rate pairs ("0.01,BTCUSDT=0.005,ETHUSDT=0.005"); a bare value is the
+    # rate of the symbols not named (default 0.005). Read through maintenance_margin_rate(symbol).
+    maintenance_margin: str = "0.005"
     # Gaps in the candle grid (features): see GAP_POLICIES
     gap_policy: str = "segment"
     max_fill_bars: int = 12             # "fill": longest gap (missing bars) filled; longer ones are segmented
@@ -137,6 +141,12 @@ class Settings:
                 CostModel(**{name: value})
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"CONVTRADE_{name.upper()}={value!r}: {exc}") from None
+        parse_maintenance_margin(self.maintenance_margin)
+
+    def maintenance_margin_rate(self, symbol: str | None = None) -> float:
+        """The maintenance margin rate of ``symbol`` (its own pair in ``maintenance_margin``, else the default)."""
+        default, per_symbol = parse_maintenance_margin(self.maintenance_margin)
+        return per_symbol.get(symbol, default)
 
     def _check_drift(self) -> None:
         """The drift settings are usable: positive windows and bins, thresholds in range."""
@@ -190,6 +200,38 @@ class Settings:
             elif name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
+
+
+DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005  # Bybit's first risk-limit tier of BTCUSDT (0.5 %)
+
+
+def parse_maintenance_margin(text: str) -> tuple[float, dict[str, float]]:
+    """``"0.005"`` / ``"BTCUSDT=0.005,0.01"`` -> (default rate, {symbol: rate}); a clear error when malformed."""
+    key = "CONVTRADE_MAINTENANCE_MARGIN"
+    default, per_symbol = DEFAULT_MAINTENANCE_MARGIN_RATE, {}
+    bare = 0
+    for part in _split(str(text)):
+        symbol, sep, raw = part.rpartition("=")
+        symbol = symbol.strip()
+        if sep and (problem := symbol_problem(symbol)):
+            raise ValueError(f"{key}: {part!r}: {problem}")
+        try:
+            rate = float(raw)
+        except ValueError:
+            raise ValueError(f"{key}: {part!r} is not a rate or SYMBOL=rate (e.g. 0.005 or BTCUSDT=0.005)") from None
+        if not (0.0 <= rate < 1.0):  # also rejects NaN
+            raise ValueError(f"{key}: {part!r}: the rate must be a fraction of position value in [0, 1), "
+                             f"e.g. 0.005 for 0.5 %")
+        if not sep:
+            bare += 1
+            if bare > 1:
+                raise ValueError(f"{key}={text!r}: give one default rate at most (the others as SYMBOL=rate)")
+            default = rate
+        elif symbol in per_symbol:
+            raise ValueError(f"{key}={text!r}: {symbol} is given twice")
+        else:
+            per_symbol[symbol] = rate
+    return default, per_symbol
 
 
 def _split(text: str) -> tuple[str, ...]:

@@ -241,6 +241,15 @@ def test_a_finished_run_still_holding_a_slot_is_freed(instance):
     assert not _pending_of(instance, run.run_id)
 
 
+def test_after_an_interrupt_this_process_runs_are_failed_and_freed(instance):
+    mine = _started_run(instance, "my-run", run_safety.launch_tags())
+    other = _started_run(instance, "other-run", {**run_safety.launch_tags(), run_safety.PID_TAG: "1"})
+    assert run_safety.release_own_runs(instance, run_safety.INTERRUPTED_MESSAGE) == [mine.run_id]
+    assert instance.get_run_by_id(mine.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(other.run_id).status == dg.DagsterRunStatus.STARTED
+    assert not _pending_of(instance, mine.run_id) and _pending_of(instance, other.run_id)
+
+
 def test_definitions_register_the_dead_run_sensor():
     from assets.definitions import defs
 

@@ -84,6 +84,7 @@ def evaluate(strategy: str, symbol: str, interval: str, inputs: EngineInputs, ta
     result = run_backtest(inputs, target, costs, risk, execution, initial_equity)
     metrics = trading_metrics(result.equity, result.position, result.trades_table(), initial_equity, interval,
                               result.fees_paid, result.funding_paid, result.turnover)
+    metrics["liquidation_shortfall"] = result.liquidation_shortfall  # loss past zero equity the exchange took
     metrics.update(gross_metrics(inputs, target, risk, execution, initial_equity, interval))
     if classification is not None:
         for key, value in classification.items():
@@ -143,8 +144,11 @@ def run_market_baselines(symbol: str, interval: str, inputs: EngineInputs, costs
               "n_folds": lr.n_folds, "fitted_folds": len(lr.rules), "signal": "edge_rule",
               "round_trip_cost": round_trip_cost_of(costs), "margins_tried_per_fold": lr.n_margins,
               "fold_rules": [rule.as_config() for rule in lr.rules]}
-    runs.append(evaluate("logistic_regression", symbol, interval, inputs, lr.targets, config, costs, risk,
-                         classification=clf, family="logistic_regression"))
+    run = evaluate("logistic_regression", symbol, interval, inputs, lr.targets, config, costs, risk,
+                   classification=clf, family="logistic_regression")
+    # the out-of-sample span starts at the first fitted fold's test block (the report shades the bars before it)
+    run.metrics["first_test_index"] = float(lr.first_test_index) if lr.first_test_index >= 0 else math.nan
+    runs.append(run)
     return runs
 
 
