@@ -49,8 +49,10 @@ evaluate: setup
 	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md --command "make evaluate" \
 		--wall-s $$(( $$(date +%s) - start ))
 
+# PYTHONWARNINGS: `dagster dev` warns that it is superseded by `dg dev`, which this project does not
+# install (dagster-dg-cli); nothing to act on, so that one warning is filtered.
 ui: setup
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 query: setup
 	@$(BIN)/convtrade query "$(SQL)"

@@ -6,6 +6,8 @@ function, which validates before it replaces exactly the window's rows.
 """
 
 
+import time
+
 import dagster as dg
 
 from assets.partitions import daily_partitions, partition_window
@@ -69,6 +71,10 @@ def empty_ranges_line(report: IngestReport) -> str | None:
 def _run(context, settings: SettingsResource, ingest, args_of) -> dg.MaterializeResult:
     cfg = settings.settings()
     start, end = partition_window(context)
+    days = (end - start).days if start is not None else 0
+    name = context.assets_def.key.to_user_string()
+    context.log.info(f"{name}: fetching [{start}, {end}) ({days:,} days) from {cfg.source}")
+    t0 = time.perf_counter()
     try:
         report = ingest(build_source(cfg), *args_of(cfg), start, end)
     except SourceUnavailable as exc:
@@ -77,7 +83,11 @@ def _run(context, settings: SettingsResource, ingest, args_of) -> dg.Materialize
     if report.skipped and not report.rows_written:
         context.log.info(f"{report.table}: skipped, {report.source} has no such data ({'; '.join(report.skipped)})")
     else:
-        context.log.info(f"{report.table}: {report.rows_written} rows from {report.source} for [{start}, {end})")
+        elapsed = time.perf_counter() - t0
+        context.log.info(
+            f"{report.table}: {report.rows_written:,} rows from {report.source} for [{start}, {end}) "
+            f"({days:,} days) in {elapsed:.1f} s ({report.rows_written / max(elapsed, 1e-9):,.0f} rows/s)"
+        )
     if line := empty_ranges_line(report):
         context.log.warning(line)
     return dg.MaterializeResult(metadata=report_metadata(report))
@@ -88,7 +98,10 @@ def raw_candles(
     context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Closed OHLCV candles (open time, UTC) for every configured symbol and interval."""
-    return _run(context, settings, ingest_candles, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals))
+    def ingest(source, wh, symbols, intervals, start, end):
+        return ingest_candles(source, wh, symbols, intervals, start, end, log=context.log.info)
+
+    return _run(context, settings, ingest, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals))
 
 
 @dg.asset(key=["raw", "funding"], **MARKET_ASSET)

@@ -181,6 +181,11 @@ def test_history_run_reports_coverage_once_and_skips_absent_datasets(tmp_path):
     warnings = [r.user_message for r in logs if r.level == logging.WARNING and "no candles" in r.user_message]
     assert warnings == [f"raw.candles: files returned no candles for ETHUSDT 60 [{keys[2]}, "
                         f"{dt.date.fromisoformat(keys[-1]) + dt.timedelta(days=1)}) (3 days)"]
+    # Progress in the run log: the window at the start, then one line per series with its candles and days.
+    messages = [r.user_message for r in logs if r.step_key == "raw__candles"]
+    assert any(m.startswith(f"raw/candles: fetching [{keys[0]} 00:00:00,") and "(5 days)" in m for m in messages)
+    assert any(m.startswith(f"BTCUSDT 60: {len(btc)} candles, 5 days") and "series 1/2" in m for m in messages)
+    assert any(m.startswith("ETHUSDT 60: 48 candles, 2 days") and "series 2/2" in m for m in messages)
     for node in ("raw__funding", "raw__open_interest", "raw__orderbook"):
         skipped = result.asset_materializations_for_node(node)[0].metadata["skipped"].value
         assert "BTCUSDT: no " in skipped and "ETHUSDT: no " in skipped and str(exports) in skipped

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import polars as pl
 
@@ -188,6 +189,19 @@ def _lost_candles(
     return stored.join(frame.select(CANDLE_KEY), on=list(CANDLE_KEY), how="anti")
 
 
+def _progress_line(frames: list[pl.DataFrame], symbol: str, interval: str, total: int, elapsed: float) -> str:
+    """``BTCUSDT 60: 49,958 candles, 2,080 days (2020-03-25 .. 2025-12-05); series 1/3, 120,000 candles/s``."""
+    part = frames[-1]
+    loaded = sum(f.height for f in frames)
+    if part.height:
+        days = part["ts"].dt.date().n_unique()
+        span = f"{days:,} days ({part['ts'].min().date()} .. {part['ts'].max().date()})"
+    else:
+        span = "no candles in the window"
+    rate = f"{loaded / elapsed:,.0f} candles/s" if elapsed > 0 else "instant"
+    return f"{symbol} {interval}: {part.height:,} candles, {span}; series {len(frames)}/{total}, {rate}"
+
+
 def ingest_candles(
     source: MarketSource,
     warehouse: Warehouse,
@@ -197,20 +211,26 @@ def ingest_candles(
     end: dt.datetime,
     now: dt.datetime | None = None,
     allow_shrink: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Fetch, validate and store closed candles for every (symbol, interval) in [start, end).
 
     Nothing is lost silently: when the source lacks candles the warehouse already holds for the
     window (an empty or cut-short export, a file missing a symbol), this fails naming the symbol,
     interval and window, and writes nothing; ``allow_shrink=True`` replaces the window anyway.
+    ``log`` gets one progress line per series fetched (candles, days covered, rate), so a run over
+    years of history shows its progress from the first series on.
     """
     now = utc_naive(now or dt.datetime.now(dt.timezone.utc))
     frames = []
+    series_total, t0 = len(symbols) * len(intervals), time.perf_counter()
     for symbol in symbols:
         for interval in intervals:
             part = conform(source.candles(symbol, interval, start, end), CANDLE_SCHEMA, f"{source.name} candles")
             _outside(part, start, end, f"{source.name} candles {symbol} {interval}")
             frames.append(part)
+            if log is not None:
+                log(_progress_line(frames, symbol, interval, series_total, time.perf_counter() - t0))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=CANDLE_SCHEMA)
     problems = candle_problems(frame)
     if problems:
