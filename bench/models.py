@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.heads import multitask_loss
+from pipeline.training.losses import LossConfig, multitask_loss
 from pipeline.models.inspect import count_parameters, flops
 from pipeline.models.registry import architecture, build_model, list_models
 
@@ -63,6 +63,10 @@ def plain_network(model) -> nn.Sequential:
     pool = {"last": LastStep(), "avg": GlobalAverage(), "none": nn.Identity()}[model.head.pooling]
     drop = [nn.Dropout(model.head.dropout.p)] if model.head.dropout.p > 0 else []
     return nn.Sequential(copy.deepcopy(model.body), pool, *drop, copy.deepcopy(model.head.linear))
+
+
+# the training loss with the plain loss's terms: unweighted, unsmoothed cross-entropy plus return and volatility
+LOSS = LossConfig(class_weighting="none", label_smoothing=0.0, return_weight=1.0, volatility_weight=1.0)
 
 
 def plain_loss(raw, d, r, v):
@@ -102,7 +106,7 @@ def head_loss_overhead_us(model, plain, features, d, r, v, rounds: int) -> float
     tail = nn.Sequential(*list(plain)[1:])
 
     def ours():
-        multitask_loss(model.head(f), d, r, v).backward()
+        multitask_loss(model.head(f), d, r, v, LOSS).backward()
 
     def base():
         plain_loss(tail(f), d, r, v).backward()
@@ -128,7 +132,7 @@ def bench_one(name: str, rounds: int, calls: int) -> dict:
 
     def step_ours():
         opt_ours.zero_grad(set_to_none=True)
-        multitask_loss(model(x), d, r, v).backward()
+        multitask_loss(model(x), d, r, v, LOSS).backward()
         opt_ours.step()
 
     def step_plain():

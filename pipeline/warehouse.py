@@ -111,6 +111,7 @@ TABLES: dict[str, str] = {
         create table if not exists backtest.runs (
             run_id varchar primary key,
             strategy varchar not null,          -- architecture or baseline name
+            family varchar,                     -- strategy family whose trials deflate its Sharpe ("benchmark")
             symbol varchar not null,
             interval varchar not null,
             config json,
@@ -236,6 +237,7 @@ MIGRATIONS: dict[str, tuple[str, ...]] = {
         f"alter table signals.latest add column if not exists {c}"
         for c in ("interval varchar", "p_down double", "p_flat double", "p_up double", "expected_move double",
                   "price double", "created_at timestamp default current_timestamp")),
+    "backtest.runs": ("alter table backtest.runs add column if not exists family varchar",),
 }
 
 

@@ -7,10 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.config import Settings
-
-# Bybit's maintenance margin rate of the first risk-limit tier of BTCUSDT (0.5 %)
-DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005
+from pipeline.config import DEFAULT_MAINTENANCE_MARGIN_RATE, Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +53,12 @@ class CostModel:
         return self.slippage_bps / 1e4
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides) -> "CostModel":
+    def from_settings(cls, settings: Settings, symbol: str | None = None, **overrides) -> "CostModel":
+        """The costs the settings give; ``symbol`` picks its maintenance margin rate
+        (``CONVTRADE_MAINTENANCE_MARGIN``), else the default rate applies."""
         values = dict(
-            taker_fee=settings.taker_fee, maker_fee=settings.maker_fee, slippage_bps=settings.slippage_bps
+            taker_fee=settings.taker_fee, maker_fee=settings.maker_fee, slippage_bps=settings.slippage_bps,
+            maintenance_margin_rate=settings.maintenance_margin_rate(symbol),
         )
         values.update(overrides)
         return cls(**values)

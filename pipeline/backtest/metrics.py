@@ -89,6 +89,7 @@ def trading_metrics(equity, position, trades: dict, initial_equity: float, inter
     var95, es95 = value_at_risk(r, 0.95)
     pnl = np.asarray(trades.get("pnl", []), dtype=np.float64)
     holding = np.asarray(trades.get("holding_bars", []), dtype=np.float64)
+    reasons = np.asarray(trades.get("exit_reason", []), dtype=object)
     wins = pnl[pnl > 0].sum()
     losses = -pnl[pnl < 0].sum()
     mean_equity = float(equity.mean())
@@ -106,6 +107,7 @@ def trading_metrics(equity, position, trades: dict, initial_equity: float, inter
         "expectancy": float(pnl.mean()) if pnl.size else math.nan,
         "expectancy_pct": float((pnl / initial_equity).mean()) if pnl.size else math.nan,
         "n_trades": float(pnl.size),
+        "n_liquidations": float(np.count_nonzero(reasons == "liquidation")),
         "avg_holding_bars": float(holding.mean()) if holding.size else math.nan,
         "exposure": float((position != 0).mean()),
         "turnover": float(turnover / mean_equity) if mean_equity > 0 else math.nan,

@@ -60,7 +60,8 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("total_return", "pct"), ("cagr", "pct"), ("annual_volatility", "pct"), ("sharpe", "num"),
     ("sortino", "num"), ("calmar", "num"), ("max_drawdown", "pct"), ("max_drawdown_duration_bars", "int"),
-    ("n_trades", "int"), ("win_rate", "pct"), ("profit_factor", "num"), ("expectancy", "num"),
+    ("n_trades", "int"), ("n_liquidations", "int"), ("win_rate", "pct"), ("profit_factor", "num"),
+    ("expectancy", "num"),
     ("avg_holding_bars", "num"), ("exposure", "pct"), ("turnover", "num"), ("fees_paid", "num"),
     ("funding_paid", "num"), ("var_95", "pct"), ("es_95", "pct"), ("gross_sharpe", "num"),
     ("gross_total_return", "pct"), ("psr", "num"), ("deflated_sharpe", "num"), ("dsr_trials", "int"),
@@ -311,7 +312,9 @@ def _to_ms(value) -> int:
 
 
 def out_of_sample_mask(run: BacktestRun) -> np.ndarray | None:
-    """Bars traded out of sample: ``run.oos_mask`` (bool per bar) or ``config["oos_start"]``; None when unrecorded."""
+    """Bars traded out of sample: ``run.oos_mask`` (bool per bar), ``config["oos_start"]`` or, for walk-forward
+    runs (models, the logistic regression), every bar from ``metrics["first_test_index"]`` on; None when
+    unrecorded."""
     n = run.result.ts_ms.shape[0]
     mask = getattr(run, "oos_mask", None)
     if mask is None:
@@ -323,6 +326,9 @@ def out_of_sample_mask(run: BacktestRun) -> np.ndarray | None:
         return mask
     if run.config.get("oos_start") is not None:
         return run.result.ts_ms >= _to_ms(run.config["oos_start"])
+    first = run.metrics.get("first_test_index")
+    if first is not None and math.isfinite(first):
+        return np.arange(n) >= int(first)
     return None
 
 
@@ -591,6 +597,7 @@ def trade_list_html(run: BacktestRun) -> str:
 def _comparison_rows(runs: Sequence[BacktestRun], links: dict[str, str] | None) -> str:
     head = ("<thead><tr><th class='l'>strategy</th><th class='l'>family</th><th class='l'>market</th>"
             "<th>total return</th><th>Sharpe (net)</th><th>Sharpe (gross)</th><th>max drawdown</th><th>trades</th>"
+            "<th>liquidations</th>"
             "<th>PSR</th><th>deflated Sharpe</th><th>trials</th><th>Sharpe variance of trials</th></tr></thead>")
     rows = []
     for r in runs:
@@ -604,6 +611,7 @@ def _comparison_rows(runs: Sequence[BacktestRun], links: dict[str, str] | None) 
             f"<td class='l'>{html.escape(f'{r.symbol} · {r.interval}')}</td>"
             f"{_cell(m.get('total_return'), 'pct', True)}{_cell(m.get('sharpe'), 'num')}"
             f"{_cell(m.get('gross_sharpe'), 'num')}{_cell(m.get('max_drawdown'), 'pct')}{_cell(m.get('n_trades'), 'int')}"
+            f"{_cell(m.get('n_liquidations'), 'int')}"
             f"{_cell(m.get('psr'), 'num')}{_cell(m.get('deflated_sharpe'), 'num')}{_cell(m.get('dsr_trials'), 'int')}"
             f"{_cell(m.get('dsr_sharpe_variance'), 'num')}</tr>")
     return f'<table class="sortable strategies">{head}<tbody>{"".join(rows)}</tbody></table>'

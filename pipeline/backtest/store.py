@@ -46,6 +46,7 @@ def runs_frame(runs: list[BacktestRun], data_dir: str | Path = os.curdir) -> pl.
         {
             "run_id": [r.run_id for r in runs],
             "strategy": [r.strategy for r in runs],
+            "family": [r.family for r in runs],
             "symbol": [r.symbol for r in runs],
             "interval": [r.interval for r in runs],
             "config": [json.dumps(r.config, sort_keys=True, default=str) for r in runs],

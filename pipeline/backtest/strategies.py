@@ -71,6 +71,7 @@ class LogisticRegressionOutput:
     rules: tuple[EdgeRule, ...]  # the edge rule of each fold that was fitted
     n_folds: int
     n_margins: int  # margins each fold's rule was chosen among
+    first_test_index: int = -1  # first bar of the first fitted fold's test block (-1: no fold was fitted)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, seed: int):
@@ -132,6 +133,7 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
     proba = np.full((n, 3), np.nan)
     targets = np.zeros(n)
     rules = []
+    first_test = -1
     for fold in folds:
         train_end = fold.train_end
         val_start = int(train_end * (1.0 - validation_fraction))
@@ -149,8 +151,10 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
         block = np.arange(*fold.test_range)
         targets[block] = edge_targets(proba[block], rule)  # each fold's block starts flat and follows its rule
         rules.append(rule)
+        if first_test < 0:
+            first_test = int(fold.test_range[0])
     tested = ~np.isnan(proba).any(axis=1)
-    return LogisticRegressionOutput(proba, tested, targets, tuple(rules), len(folds), len(margins))
+    return LogisticRegressionOutput(proba, tested, targets, tuple(rules), len(folds), len(margins), first_test)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,14 +109,14 @@ def _num(value, fmt: str = ".2f") -> str:
 
 def summary_markdown(runs: list[BacktestRun]) -> str:
     lines = ["| strategy | family | symbol | interval | total return | Sharpe (net) | Sharpe (gross) | max DD | trades "
-             "| PSR | deflated Sharpe | DSR trials |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| liquidations | PSR | deflated Sharpe | DSR trials |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         m = r.metrics
         lines.append(
             f"| {r.strategy} | {r.family} | {r.symbol} | {r.interval} | {100 * m['total_return']:.2f}% | "
             f"{_num(m.get('sharpe'))} | {_num(m.get('gross_sharpe'))} | {100 * m['max_drawdown']:.2f}% | "
-            f"{m['n_trades']:.0f} | {_num(m.get('psr'), '.3f')} | {_num(m.get('deflated_sharpe'), '.3f')} | "
+            f"{m['n_trades']:.0f} | {_num(m.get('n_liquidations'), '.0f')} | {_num(m.get('psr'), '.3f')} | {_num(m.get('deflated_sharpe'), '.3f')} | "
             f"{_num(m.get('dsr_trials'), '.0f')} |"
         )
     return "\n".join(lines)
@@ -128,10 +128,10 @@ def run_baseline_suite(warehouse: Warehouse, settings: Settings, log: Callable[[
 
     The logistic regression learns ``features.labels`` at ``horizon`` bars.
     """
-    costs = CostModel.from_settings(settings)
     runs: list[BacktestRun] = []
     skipped: list[str] = []
     for symbol in settings.symbols:
+        costs = CostModel.from_settings(settings, symbol)  # the symbol's maintenance margin rate
         funding = load_funding(warehouse, symbol)
         for interval in settings.intervals:
             candles = load_candles(warehouse, symbol, interval, settings.start)

@@ -5,7 +5,7 @@
 >>> out = model(windows)          # HeadOutput(direction_logits, expected_return, ...)
 """
 
-from pipeline.models.heads import DIRECTIONS, HeadOutput, MultiTaskHead, multitask_loss
+from pipeline.models.heads import DIRECTIONS, HeadOutput, MultiTaskHead
 from pipeline.models.inspect import count_parameters, flops, receptive_field, total_stride
 from pipeline.models.registry import (
     ZooModel,
@@ -20,6 +20,6 @@ from pipeline.models.registry import (
 
 __all__ = [
     "DIRECTIONS", "HeadOutput", "MultiTaskHead", "ZooModel", "architecture", "build_model",
-    "count_parameters", "flops", "list_models", "load_model", "model_config", "multitask_loss",
+    "count_parameters", "flops", "list_models", "load_model", "model_config",
     "receptive_field", "save_model", "total_stride", "variant_table",
 ]

@@ -4,6 +4,8 @@ All outputs come from one linear map of the pooled features (6 numbers per
 sample), then split: 3 direction logits (down / flat / up), an expected
 return, a non-negative expected volatility (softplus) and a confidence /
 position size in [0, 1] (sigmoid).
+
+The loss that trains them lives in one place: :func:`pipeline.training.losses.multitask_loss`.
 """
 
 from __future__ import annotations
@@ -74,13 +76,3 @@ class MultiTaskHead(nn.Module):
         raw = self.linear(self._drop(features.transpose(1, 2))).transpose(1, 2)
         return split_head(raw, dim=1)
 
-
-def multitask_loss(out: HeadOutput, direction: torch.Tensor, ret: torch.Tensor | None = None,
-                   vol: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy on direction plus optional MSE on return and volatility."""
-    loss = F.cross_entropy(out.direction_logits, direction)
-    if ret is not None:
-        loss = loss + F.mse_loss(out.expected_return, ret)
-    if vol is not None:
-        loss = loss + F.mse_loss(out.expected_volatility, vol)
-    return loss

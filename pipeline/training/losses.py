@@ -49,9 +49,15 @@ def sharpe_loss(out: HeadOutput, ret: torch.Tensor) -> torch.Tensor:
     return -pnl.mean() / (pnl.std(unbiased=False) + 1e-6)
 
 
-def multitask_loss(out: HeadOutput, direction: torch.Tensor, ret_scaled: torch.Tensor, vol_scaled: torch.Tensor,
-                   config: LossConfig, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted sum of the direction, return, volatility (and optional Sharpe) losses of one batch."""
+def multitask_loss(out: HeadOutput, direction: torch.Tensor, ret_scaled: torch.Tensor | None = None,
+                   vol_scaled: torch.Tensor | None = None, config: LossConfig = LossConfig(),
+                   class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted sum of the direction, return, volatility (and optional Sharpe) losses of one batch.
+
+    The one loss of the zoo's heads (training, tests, benchmarks). A target given as None drops its terms
+    (``ret_scaled``: the return and Sharpe losses; ``vol_scaled``: the volatility loss), so a direction-only
+    batch is ``multitask_loss(out, direction)``.
+    """
     logits = out.direction_logits
     if config.class_weighting == "focal":
         logp = F.log_softmax(logits, dim=1)
@@ -63,10 +69,10 @@ def multitask_loss(out: HeadOutput, direction: torch.Tensor, ret_scaled: torch.T
         weight = class_weights if config.class_weighting == "balanced" else None
         ce = F.cross_entropy(logits, direction, weight=weight, label_smoothing=config.label_smoothing)
     loss = ce
-    if config.return_weight:
+    if config.return_weight and ret_scaled is not None:
         loss = loss + config.return_weight * F.huber_loss(out.expected_return, ret_scaled)
-    if config.volatility_weight:
+    if config.volatility_weight and vol_scaled is not None:
         loss = loss + config.volatility_weight * F.huber_loss(out.expected_volatility, vol_scaled)
-    if config.sharpe_weight:
+    if config.sharpe_weight and ret_scaled is not None:
         loss = loss + config.sharpe_weight * sharpe_loss(out, ret_scaled)
     return loss

@@ -92,11 +92,16 @@ def store_market(wh: Warehouse, market: Market, features: bool = True) -> None:
             con.unregister("frame")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def market_factory():
     return make_market
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def store_market_rows():
     return store_market
+
+
+@pytest.fixture(scope="session")
+def funding_rows():
+    return funding_frame

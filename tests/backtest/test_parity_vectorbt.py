@@ -63,41 +63,38 @@ def _targets(n, seed):
     return out
 
 
-@pytest.mark.parametrize("execution", ["next_open", "close"])
-def test_parity_on_a_random_market(execution):
-    rng = np.random.default_rng(11)
-    n = 3000
+def _random_market(n, seed):
+    rng = np.random.default_rng(seed)
     c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, 0.002, n))
-    h, lo = np.maximum(o, c) * 1.002, np.minimum(o, c) * 0.998
-    costs = CostModel(taker_fee=0.00055, slippage_bps=3.0)
-    target = _targets(n, 12)
-    ours = run_backtest(prepare_inputs(np.arange(n) * H, o, h, lo, c), target, costs, execution=execution)
-    theirs = _vectorbt_equity(o, c, target, costs, execution)
-    assert ours.n_trades > 100
+    return np.arange(n) * H, o, np.maximum(o, c) * 1.002, np.minimum(o, c) * 0.998, c
+
+
+def _assert_parity(ts, o, h, lo, c, target, costs, execution="next_open", lock_cash=False):
+    """Our equity equals vectorbt's on the same orders to 1e-9 (relative); returns our result."""
+    ours = run_backtest(prepare_inputs(ts, o, h, lo, c), target, costs, execution=execution)
+    theirs = _vectorbt_equity(o, c, target, costs, execution, lock_cash=lock_cash)
     np.testing.assert_allclose(ours.equity, theirs, rtol=1e-9, atol=0)
+    return ours
+
+
+@pytest.mark.parametrize("execution", ["next_open", "close"])
+def test_parity_on_a_random_market(execution):
+    market = _random_market(3000, 11)
+    ours = _assert_parity(*market, _targets(3000, 12), CostModel(taker_fee=0.00055, slippage_bps=3.0), execution)
+    assert ours.n_trades > 100
 
 
 def test_parity_on_real_btc_candles(shared_data):
     df = pl.read_csv(shared_data / "bybit_BTCUSDT_60.csv.gz").tail(5000)
     o, h, lo, c = (df[k].to_numpy().astype(float) for k in ("open", "high", "low", "close"))
     costs = CostModel(taker_fee=0.0002, order_type="taker", slippage_bps=1.5)
-    target = _targets(o.size, 13)
-    ours = run_backtest(prepare_inputs(df["ts"].to_numpy(), o, h, lo, c), target, costs)
-    theirs = _vectorbt_equity(o, c, target, costs, "next_open")
-    np.testing.assert_allclose(ours.equity, theirs, rtol=1e-9, atol=0)
+    _assert_parity(df["ts"].to_numpy(), o, h, lo, c, _targets(o.size, 13), costs)
 
 
 @pytest.mark.parametrize("execution", ["next_open", "close"])
 def test_parity_at_full_size_with_fees_and_slippage(execution):
-    rng = np.random.default_rng(21)
-    n = 3000
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    o = np.r_[100.0, c[:-1]] * np.exp(rng.normal(0, 0.002, n))
-    h, lo = np.maximum(o, c) * 1.002, np.minimum(o, c) * 0.998
     costs = CostModel(taker_fee=0.00055, slippage_bps=3.0, maintenance_margin_rate=0.005)
-    target = np.sign(_targets(n, 22))  # -1, 0, +1: every entry and flip is cut to fit the equity
-    ours = run_backtest(prepare_inputs(np.arange(n) * H, o, h, lo, c), target, costs, execution=execution)
-    theirs = _vectorbt_equity(o, c, target, costs, execution, lock_cash=True)
+    target = np.sign(_targets(3000, 22))  # -1, 0, +1: every entry and flip is cut to fit the equity
+    ours = _assert_parity(*_random_market(3000, 21), target, costs, execution, lock_cash=True)
     assert ours.n_trades > 100 and ours.n_liquidations == 0
-    np.testing.assert_allclose(ours.equity, theirs, rtol=1e-9, atol=0)

@@ -169,6 +169,6 @@ def test_reports_open_in_headless_chromium(runs, warehouse, tmp_path, chromium):
                 page.screenshot(path=str(Path(shot) / "report.png"), full_page=False)
         else:
             assert page.locator("table.strategies tbody tr").count() == len(runs)
-            dsr_trials = page.locator("table.strategies tbody tr").nth(1).locator("td").nth(10).inner_text()
+            dsr_trials = page.locator("table.strategies tbody tr").nth(1).locator("td").nth(11).inner_text()
             assert dsr_trials == f"{runs[1].metrics['dsr_trials']:.0f}"
         page.close()

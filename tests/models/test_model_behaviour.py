@@ -11,8 +11,12 @@ import warnings
 import pytest
 import torch
 
-from pipeline.models.heads import HeadOutput, multitask_loss
+from pipeline.models.heads import HeadOutput
+from pipeline.training.losses import LossConfig, multitask_loss
 from pipeline.models.registry import architecture, build_model, list_models, load_model, save_model
+
+# plain cross-entropy on the direction (no smoothing, no class weights): the training loss, direction only
+DIRECTION_CE = LossConfig(class_weighting="none", label_smoothing=0.0)
 
 NAMES = list(list_models())
 SEQUENCE = [n for n in NAMES if architecture(n).kind == "sequence"]
@@ -148,11 +152,11 @@ def test_learns_a_planted_direction(name):
     for _epoch in range(6):
         for i in range(0, len(x), 32):
             opt.zero_grad()
-            multitask_loss(model(x[i:i + 32]), labels[i:i + 32]).backward()
+            multitask_loss(model(x[i:i + 32]), labels[i:i + 32], config=DIRECTION_CE).backward()
             opt.step()
     model.eval()
     with torch.no_grad():
-        loss = multitask_loss(model(x), labels).item()
+        loss = multitask_loss(model(x), labels, config=DIRECTION_CE).item()
         x_new, y_new = planted_task(model.input_shape, 192, seed=1)
         accuracy = (model(x_new).direction_logits.argmax(1) == y_new).float().mean().item()
     assert loss < 0.5, loss  # chance: ln 3 ≈ 1.10
@@ -231,7 +235,7 @@ def test_named_variants_run_and_train(name, variant):
         model = build_model(name, variant)
     out = model.train()(torch.randn((2,) + model.input_shape))
     check_output(out, 2)
-    multitask_loss(out, torch.tensor([0, 2])).backward()
+    multitask_loss(out, torch.tensor([0, 2]), config=DIRECTION_CE).backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
@@ -241,7 +245,7 @@ def test_densenet_memory_efficient_gives_the_same_gradients():
         torch.manual_seed(0)
         model = build_model("densenet1d", in_channels=3, input_length=64, memory_efficient=efficient).train()
         x = torch.randn(4, 3, 64, generator=torch.Generator().manual_seed(1))
-        multitask_loss(model(x), torch.tensor([0, 1, 2, 1])).backward()
+        multitask_loss(model(x), torch.tensor([0, 1, 2, 1]), config=DIRECTION_CE).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
