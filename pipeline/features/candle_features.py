@@ -561,13 +561,9 @@ def compute_candle_features(
         raise ValueError(f"candles frame lacks column(s) {', '.join(missing)}; have {', '.join(candles.columns)}")
     if "turnover" not in candles.columns:
         candles = candles.with_columns(turnover=pl.lit(None, pl.Float64))
-    if "is_after_gap" not in candles.columns:  # as stg_candles flags it: bars missing just before this one
-        step_ms = {name: interval_ms(name) for name in candles["interval"].unique().to_list()}
-        step = pl.duration(milliseconds=pl.col("interval").replace_strict(step_ms, return_dtype=pl.Int64))
-        candles = candles.with_columns(
-            is_after_gap=(pl.col("ts").cast(pl.Datetime("us")).diff().over("symbol", "interval", order_by="ts") > step)
-            .fill_null(False)
-        )
+    flag_gaps = "is_after_gap" not in candles.columns  # then flagged per series below, as stg_candles does
+    if flag_gaps:
+        candles = candles.with_columns(is_after_gap=pl.lit(False))
     candles = candles.select(
         "symbol",
         "interval",
@@ -583,6 +579,9 @@ def compute_candle_features(
     for series in _sorted_series(candles):
         interval = series["interval"][0]
         step_us = interval_ms(interval) * 1000  # clear error on an unknown interval code
+        if flag_gaps:  # bars missing just before this one
+            ts_us = series["ts"].to_physical().to_numpy()
+            series = series.with_columns(is_after_gap=pl.Series(np.concatenate(([False], np.diff(ts_us) > step_us))))
         if gap_policy == "fill":
             series = fill_gaps(series, step_us, max_fill_bars)
         out = series_features(series, interval)
