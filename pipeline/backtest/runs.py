@@ -170,7 +170,9 @@ def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> di
     stored beside it as ``dsr_trials`` and ``dsr_sharpe_variance`` (variance of
     the trials' per-bar Sharpe ratios). Alone in its family a run's DSR is its
     PSR. Benchmarks were not selected among trials: they get ``psr`` only.
-    A run whose returns do not vary (flat) has NaN statistics and is no trial.
+    A run whose returns do not vary (it never traded) has NaN statistics of its
+    own but still counts as a trial with Sharpe 0: it was tried and selected
+    against (an architecture whose edge never beat its costs).
 
     PBO (CSCV over the family's bar returns) needs two runs of equal length
     and ``2 * n_splits`` bars; the returned mapping holds the families where
@@ -192,6 +194,8 @@ def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> di
                 trials.extend(float(v) for v in r.trial_sharpes if math.isfinite(v))
             elif m is not None:
                 trials.append(m[0])
+            elif r.family != BENCHMARK_FAMILY:
+                trials.append(0.0)  # tried, never traded (its edge never beat the costs): a trial with Sharpe 0
         n_trials = max(1, len(trials))
         variance = float(np.var(trials, ddof=1)) if len(trials) > 1 else 0.0
         for r, m in zip(members, moments):
@@ -208,4 +212,6 @@ def add_overfitting_statistics(runs: list[BacktestRun], n_splits: int = 8) -> di
         lengths = {x.shape[0] for x in rets}
         if key[2] != BENCHMARK_FAMILY and len(members) >= 2 and len(lengths) == 1 and lengths.pop() >= 2 * n_splits:
             pbo[key] = probability_of_backtest_overfitting(np.column_stack(rets), n_splits)["pbo"]
+            for r in members:  # stored with the run, so a reader of backtest.metrics sees it too
+                r.metrics["pbo"] = pbo[key]
     return pbo
