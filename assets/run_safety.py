@@ -242,16 +242,18 @@ class _WaitReporter:
         if now - (self.last or self.since) < due:
             return
         self.last = now
+        message = describe_wait(instance, run_id, steps, self.since)
         # a holder that died while we waited: fail it, so its slot frees now
         for holder in _holder_runs(instance, run_id):
             run = instance.get_run_by_id(holder)
-            if run is not None:
-                fail_if_dead(instance, run)
-        message = describe_wait(instance, run_id, steps, self.since)
+            if run is not None and fail_if_dead(instance, run):
+                message = f"{message}; run {holder}'s process is gone: marked failed, its slot freed"
         if message:
             log.info(message)
             try:
-                instance.report_engine_event(message, run_id=run_id)
+                run = instance.get_run_by_id(run_id)
+                if run is not None:
+                    instance.report_engine_event(message, run)
             except Exception:  # the report is a courtesy; never let it break the wait
                 log.debug("could not store the wait report", exc_info=True)
 

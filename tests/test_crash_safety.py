@@ -281,6 +281,31 @@ def test_pool_wait_fix_matches_dagster(instance):
         context.free_step("step_a")
 
 
+def test_a_waiting_step_names_the_holder_and_fails_it_when_its_process_is_gone(instance, caplog):
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    host = run_safety.launch_tags()[run_safety.HOST_TAG]
+    _started_run(instance, "dead-holder", {run_safety.PID_TAG: str(_dead_pid()), run_safety.HOST_TAG: host})
+    waiting = dg.DagsterRun(job_name="some_job", run_id="waiter", status=dg.DagsterRunStatus.STARTED)
+    instance.add_run(waiting)
+    with InstanceConcurrencyContext(instance, waiting) as context:
+        assert context.claim("warehouse", "step_a") is False
+        reporter = run_safety._WaitReporter()
+        with caplog.at_level("INFO", logger="convtrade.run_safety"):
+            reporter.tick(instance, "waiter", ["step_a"])  # the first call starts the clock: no report yet
+            assert "waiting" not in caplog.text
+            reporter.since -= run_safety.WAIT_REPORT_AFTER_S
+            reporter.tick(instance, "waiter", ["step_a"])
+        assert "step_a waiting 5 s for pool 'warehouse' (limit 1), held by run dead-holder (step some_step, since " in caplog.text
+        assert "run dead-holder's process is gone: marked failed, its slot freed" in caplog.text
+        assert instance.get_run_by_id("dead-holder").status == dg.DagsterRunStatus.FAILURE
+        stored = [e.message for e in instance.all_logs("waiter", of_type=dg.DagsterEventType.ENGINE_EVENT)]
+        assert any("held by run dead-holder" in m for m in stored)  # also in the run's log (the UI)
+        time.sleep(1.1)  # Dagster's first back-off
+        assert context.claim("warehouse", "step_a") is True
+        context.free_step("step_a")
+
+
 # -- report paths, candle rules --------------------------------------------------------------------
 
 
