@@ -143,6 +143,8 @@ def encode_snapshots(name: str, ts_ms: np.ndarray, book: np.ndarray) -> tuple[np
 
 
 def load_candles(warehouse, symbol: str, interval: str) -> tuple[np.ndarray, np.ndarray]:
+    if not warehouse.table_exists("raw.candles"):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 5))
     frame = warehouse.query(
         "select epoch_ms(ts) as ts_ms, open, high, low, close, volume from raw.candles "
         "where symbol = ? and interval = ? order by ts", [symbol, interval])
@@ -163,6 +165,8 @@ def book_array(bid_px, bid_sz, ask_px, ask_sz) -> np.ndarray:
 
 
 def load_snapshots(warehouse, symbol: str) -> tuple[np.ndarray, np.ndarray]:
+    if not warehouse.table_exists("raw.orderbook"):  # a source without order books (files) never wrote it
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4, 0))
     frame = warehouse.query("select epoch_ms(ts) as ts_ms, bid_px, bid_sz, ask_px, ask_sz from raw.orderbook "
                             "where symbol = ? order by ts", [symbol])
     book = book_array(*(frame[c].to_list() for c in ("bid_px", "bid_sz", "ask_px", "ask_sz")))

@@ -93,3 +93,15 @@ def test_write_replaces_file_and_index_together_and_a_crash_keeps_the_old(wareho
     np.save(art / "encodings" / "gaf" / "BTCUSDT_60.npy", np.zeros((3, 1, 2, 3), np.float16))
     with pytest.raises(ValueError, match="rematerialize"):
         open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+
+
+def test_an_encoding_without_input_writes_nothing_and_says_why(tmp_path):
+    from pipeline.config import Settings
+    from pipeline.encodings.build import build_encoding
+    from pipeline.warehouse import Warehouse
+
+    wh = Warehouse(tmp_path / "empty.duckdb")  # no raw.orderbook at all (a files source never writes it)
+    build = build_encoding(wh, Settings(data_dir=tmp_path, symbols=("BTCUSDT",)), "orderbook_heatmap",
+                           log=lambda _: None)
+    assert build.written.count == 0 and build.history[0]["snapshots"] == 0
+    assert "0 snapshots" in build.skipped[0]
