@@ -6,13 +6,27 @@
   retrained on the refreshed data (its folds reach the last closed bar), then
   the baseline and model backtests and the comparison. Its runs carry the tag
   ``trigger=schedule``, which ``models.registry`` records.
+* ``drift_retrain`` (sensor): reads the newest ``monitoring/drift`` report of
+  each symbol (``monitoring.drift`` / ``monitoring.accuracy``); when a feature
+  drifted or a model's accuracy decayed it requests one run of the affected
+  ``models/*`` assets, then ``backtest/models`` and ``backtest/comparison``,
+  tagged ``trigger=drift``, with a run key derived from the reports (one report
+  never triggers two runs), a cursor of the reports already judged and a
+  cool-down (``drift_cooldown_hours``) between two drift retrains. Otherwise
+  it skips and says why.
 """
 
 from __future__ import annotations
 
+import json
+import time
+
 import dagster as dg
 
 from assets.partitions import daily_partitions
+from assets.resources import SettingsResource, WarehouseResource
+from assets.training import TRIGGER_TAG, model_key
+from pipeline.monitoring.drift import DriftThresholds, Verdict, latest_verdicts
 
 PARTITIONED_GROUPS = ("market", "staging", "features", "labels")
 NIGHTLY_GROUPS = ("models", "backtest")
@@ -43,4 +57,70 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
             execution_timezone="UTC",
         ),
     ]
-    return [daily_refresh, nightly_retrain], schedules, []
+    return [daily_refresh, nightly_retrain], schedules, [drift_retrain_sensor]
+
+
+# What a drift retrain refreshes after the affected models (the model backtests and the comparison).
+DRIFT_DOWNSTREAM = (dg.AssetKey(["backtest", "models"]), dg.AssetKey(["backtest", "comparison"]))
+DRIFT_REPORT_TAG = "convtrade/drift_reports"
+
+
+def _last_drift_run(instance: dg.DagsterInstance) -> float | None:
+    """Creation time (epoch seconds) of the newest run tagged ``trigger=drift`` in the instance."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={TRIGGER_TAG: "drift"}), limit=1)
+    return records[0].create_timestamp.timestamp() if records else None
+
+
+def drift_decision(verdicts: list[Verdict], cursor: str | None, now: float, cooldown_hours: float,
+                   last_run: float | None = None) -> dg.SensorResult:
+    """The drift sensor's answer for the newest reports (pure: the sensor passes the clock and the instance's
+    newest drift run). Cursor: ``{"seen": {symbol: report id}, "last_retrain": epoch seconds}``."""
+    state = json.loads(cursor) if cursor else {}
+    seen = dict(state.get("seen", {}))
+    last = max([t for t in (state.get("last_retrain"), last_run) if t is not None], default=None)
+    if not verdicts:
+        return dg.SensorResult(skip_reason="no drift report yet: materialize monitoring/drift (after the models)",
+                               cursor=cursor)
+    new = [v for v in verdicts if seen.get(v.symbol) != v.report_id]
+    if not new:
+        return dg.SensorResult(
+            skip_reason="no new drift report: " + ", ".join(v.report_id for v in verdicts) + " already judged",
+            cursor=cursor)
+    triggered = [v for v in new if v.triggered]
+    if not triggered:
+        seen.update({v.symbol: v.report_id for v in new})
+        return dg.SensorResult(skip_reason="; ".join(v.reason() for v in new),
+                               cursor=json.dumps({**state, "seen": seen}))
+    if last is not None and now - last < cooldown_hours * 3600:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(last + cooldown_hours * 3600))
+        return dg.SensorResult(
+            skip_reason=f"cool-down: the last drift retrain was {(now - last) / 3600:.1f} h ago "
+                        f"(< {cooldown_hours:g} h); next allowed after {until}. Pending: "
+                        + "; ".join(v.reason() for v in triggered),
+            cursor=cursor)  # the reports stay unjudged: they trigger once the cool-down is over
+    architectures = sorted({a for v in triggered for a in v.affected_models})
+    reports = sorted(v.report_id for v in triggered)
+    request = dg.RunRequest(
+        run_key="drift:" + "+".join(reports),
+        asset_selection=[*(model_key(a) for a in architectures), *DRIFT_DOWNSTREAM],
+        tags={TRIGGER_TAG: "drift", DRIFT_REPORT_TAG: ",".join(reports)},
+    )
+    seen.update({v.symbol: v.report_id for v in new})
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps({"seen": seen, "last_retrain": now}))
+
+
+@dg.sensor(
+    name="drift_retrain",
+    minimum_interval_seconds=300,
+    target=dg.AssetSelection.groups("models") | dg.AssetSelection.assets(*DRIFT_DOWNSTREAM),
+    description="Retrains the affected models/* assets (then backtest/models and backtest/comparison) when the "
+                "newest monitoring/drift report shows feature drift or accuracy decay; tag trigger=drift, one run "
+                "per report, a cool-down of drift_cooldown_hours between drift retrains.",
+)
+def drift_retrain_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource,
+                         warehouse: WarehouseResource) -> dg.SensorResult:
+    cfg = settings.settings()
+    thresholds = DriftThresholds.from_settings(cfg)
+    verdicts = latest_verdicts(warehouse.warehouse(), thresholds)
+    return drift_decision(verdicts, context.cursor, time.time(), thresholds.cooldown_hours,
+                          _last_drift_run(context.instance))

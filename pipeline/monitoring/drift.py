@@ -116,7 +116,7 @@ class DriftThresholds:
     ks_pvalue: float = 0.01
     accuracy_drop: float = 0.05
     bins: int = 10
-    recent_bars: int = 168
+    recent_bars: int = 720
     accuracy_bars: int = 168
     cooldown_hours: float = 24.0
 

@@ -1,8 +1,9 @@
 """A planted warehouse for the drift tests: features, labels, a registry and predictions written by hand (no training).
 
-Two symbols, 600 hourly bars of i.i.d. standard-normal features. The live models
-(``tcn``, ``wavenet``, fold 1) were trained on bars 0..399. ``drift_symbols``
-get every feature shifted by +1.5 on the newest 168 bars; ``decay`` names
+Two symbols, 1600 hourly bars of i.i.d. standard-normal features. The live models
+(``tcn``, ``wavenet``, fold 1) were trained on bars 0..799. ``drift_symbols``
+get every feature shifted by +1.5 on the newest 720 bars (the current window), the
+others re-draw reference rows there; ``decay`` names
 (symbol, architecture) pairs whose newest predictions are all wrong (the others
 are right on 60 % of the bars, their walk-forward accuracy).
 """
@@ -22,7 +23,7 @@ from pipeline.warehouse import Warehouse
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
 ARCHS = ("tcn", "wavenet")
-BARS = 600
+BARS = 1600
 START = dt.datetime(2025, 1, 1)
 
 
@@ -39,7 +40,9 @@ def plant(path, drift_symbols=(), decay=(), seed=0, bars=BARS) -> tuple[Warehous
     for symbol in SYMBOLS:
         x = rng.normal(0, 1, (bars, len(MODEL_INPUT_COLUMNS)))
         if symbol in drift_symbols:
-            x[-168:] += 1.5
+            x[-720:] += 1.5
+        else:  # the current window re-draws reference rows: no drift, whatever the seed
+            x[-720:] = x[10:800][rng.permutation(790)[:720]]
         frame = pl.DataFrame({"symbol": symbol, "interval": "60", "ts": ts, "is_warmup": [i < 10 for i in range(bars)]})
         feats.append(frame.with_columns([pl.Series(c, x[:, k]) for k, c in enumerate(MODEL_INPUT_COLUMNS)]))
         cls = rng.integers(0, 3, bars)
@@ -52,13 +55,13 @@ def plant(path, drift_symbols=(), decay=(), seed=0, bars=BARS) -> tuple[Warehous
             guess = np.where(hit, cls, (cls + 1) % 3)
             p = np.full((bars, 3), 0.2)
             p[np.arange(bars), guess] = 0.6
-            rows = slice(400, bars)
+            rows = slice(800, bars)
             preds.append(pl.DataFrame({
                 "model_id": f"{arch}-fold1", "symbol": symbol, "interval": "60", "ts": ts[rows],
                 "p_down": p[rows, 0], "p_flat": p[rows, 1], "p_up": p[rows, 2]}))
     registry = []
     for arch in ARCHS:
-        for fold, (a, b) in enumerate([(0, 299), (0, 399)]):
+        for fold, (a, b) in enumerate([(0, 599), (0, 799)]):
             registry.append({"model_id": f"{arch}-fold{fold}", "architecture": arch, "variant": "default",
                              "symbol": ",".join(SYMBOLS), "interval": "60", "fold": fold,
                              "train_start": ts_of(a), "train_end": ts_of(b),

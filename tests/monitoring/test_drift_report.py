@@ -15,10 +15,10 @@ def test_planted_shift_drifts_one_symbol_and_wrong_predictions_decay_one_model(t
     assert report.skipped == []
     drift = report.drift
     assert drift.height == 2 * len(MODEL_INPUT_COLUMNS)
-    # reference = the newest fold's training range (bars 10..399 after warm-up), current = newest 168 bars
+    # reference = the newest fold's training range (bars 10..799 after warm-up), current = newest 720 bars
     row = drift.filter(drift["symbol"] == "AAAUSDT").row(0, named=True)
-    assert (row["reference_start"], row["reference_end"]) == (ts_of(10), ts_of(399))
-    assert (row["current_start"], row["current_end"], row["at"]) == (ts_of(432), ts_of(599), ts_of(599))
+    assert (row["reference_start"], row["reference_end"]) == (ts_of(10), ts_of(799))
+    assert (row["current_start"], row["current_end"], row["at"]) == (ts_of(880), ts_of(1599), ts_of(1599))
     assert row["model_id"] in ("tcn-fold1", "wavenet-fold1")
     a = drift.filter(drift["symbol"] == "AAAUSDT")
     b = drift.filter(drift["symbol"] == "BBBUSDT")
