@@ -4,7 +4,8 @@
 of every configured series of encoding ``name`` (written by the
 ``encodings/<name>`` asset, checked against ``encodings.<name>_index``) and
 joins each image's ts to the label at ``horizon`` with
-:func:`pipeline.features.labels.load_labels`. A sample is an image whose
+:func:`pipeline.features.labels.load_labels` (an order-book heatmap joins the
+bar during which its newest snapshot was taken: :func:`bar_images`). A sample is an image whose
 label is known and whose label horizon spans no missing bar (bars without an
 image, because their window is not complete or crosses a gap, count as
 ``warmup``; the encodings never draw across a gap).
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.encodings.build import spec
+from pipeline.encodings.build import SNAPSHOT_INTERVAL, spec
 from pipeline.encodings.indicator_image import IndicatorScaling, fit_indicator_scaling
 from pipeline.encodings.store import open_images
 from pipeline.features.labels import load_labels
@@ -132,12 +133,29 @@ class ImageStore:
         return out
 
 
+def bar_images(grid_ts: np.ndarray, image_ts: np.ndarray, step_ms: int, snapshots: bool) -> np.ndarray:
+    """Index into ``image_ts`` of the image each bar of ``grid_ts`` sees (-1: none).
+
+    Candle images belong to the bar they end at (same ts). An order-book
+    heatmap belongs to the bar during which its newest snapshot was taken, up
+    to the bar's close: the latest snapshot in ``(ts, ts + step]``, so a
+    bar's sample never sees a snapshot after its close.
+    """
+    if image_ts.size == 0:
+        return np.full(grid_ts.shape[0], -1, dtype=np.int64)
+    if snapshots:
+        close = grid_ts + step_ms
+        j = np.searchsorted(image_ts, close, side="right") - 1
+        ok = (j >= 0) & (image_ts[np.maximum(j, 0)] > grid_ts)
+    else:
+        j = np.searchsorted(image_ts, grid_ts)
+        ok = (j < image_ts.size) & (image_ts[np.minimum(j, image_ts.size - 1)] == grid_ts)
+    return np.where(ok, j, -1).astype(np.int64)
+
+
 def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStore:
     """The images of encoding ``name`` for every configured symbol (first interval), with labels at ``horizon``."""
     s = spec(name)
-    if s.source != "candles":
-        raise ValueError(f"build_image_store: encoding {name!r} is not on the candle grid (its images are "
-                         "indexed by snapshot time); use a candle encoding")
     interval = settings.intervals[0]
     step = interval_ms(interval)
     arrays, offsets, symbols = [], [0], []
@@ -146,7 +164,8 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
     h = hashlib.sha256(json.dumps({"name": name, "horizon": horizon, "format": IMAGE_STORE_FORMAT,
                                    "shape": list(s.shape)}).encode())
     for k, symbol in enumerate(settings.symbols):
-        index, images = open_images(warehouse, Path(settings.artifacts_dir), name, symbol, interval)
+        index, images = open_images(warehouse, Path(settings.artifacts_dir), name, symbol,
+                                    SNAPSHOT_INTERVAL if s.source == "orderbook" else interval)
         labels = load_labels(warehouse, symbol, interval, horizon)
         grid = labels["ts"].cast(pl.Datetime("ms")).cast(pl.Int64).to_numpy()
         cls = labels["label_class"].to_numpy()
@@ -154,23 +173,20 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
         vol = labels["fwd_volatility"].cast(pl.Float64).fill_null(np.nan).to_numpy()
         known = (cls >= 0) & np.isfinite(ret) & np.isfinite(vol)
         # label validity on the full candle grid: known, and its horizon crosses no missing bar
-        ok, d = valid_window_ends(grid, np.zeros(grid.shape[0], dtype=bool), known, step, 1, horizon)
-        img_ts = index["ts_ms"].to_numpy().astype(np.int64)
-        pos = np.searchsorted(grid, img_ts)
-        found = (pos < grid.shape[0]) & (grid[np.minimum(pos, grid.shape[0] - 1)] == img_ts)
-        dropped["warmup"] += int(grid.shape[0] - found.sum())
-        label_gap = found & ~ok[np.minimum(pos, grid.shape[0] - 1)] & known[np.minimum(pos, grid.shape[0] - 1)]
-        unknown = found & ~known[np.minimum(pos, grid.shape[0] - 1)]
-        dropped["gap"] += int(label_gap.sum())
-        dropped["unknown_label"] += int(unknown.sum())
-        keep = np.flatnonzero(found & ~label_gap & ~unknown)
-        p = pos[keep]
-        rows_l.append(index["row"].to_numpy()[keep].astype(np.int64) + offsets[-1])
-        ts_l.append(img_ts[keep])
+        ok, _ = valid_window_ends(grid, np.zeros(grid.shape[0], dtype=bool), known, step, 1, horizon)
+        image_of = bar_images(grid, index["ts_ms"].to_numpy().astype(np.int64), step, s.source == "orderbook")
+        has = image_of >= 0
+        dropped["warmup"] += int((~has).sum())
+        dropped["unknown_label"] += int((has & ~known).sum())
+        dropped["gap"] += int((has & known & ~ok).sum())
+        keep = np.flatnonzero(has & ok)
+        rows_l.append(index["row"].to_numpy()[image_of[keep]].astype(np.int64) + offsets[-1])
+        ts_l.append(grid[keep])
         sym_l.append(np.full(keep.shape[0], k, dtype=np.int64))
-        cls_l.append(cls[p])
-        ret_l.append(ret[p])
-        vol_l.append(vol[p])
+        cls_l.append(cls[keep])
+        ret_l.append(ret[keep])
+        vol_l.append(vol[keep])
+        img_ts = index["ts_ms"].to_numpy()
         arrays.append(images)
         symbols.append(symbol)
         offsets.append(offsets[-1] + images.shape[0])

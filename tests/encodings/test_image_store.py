@@ -6,16 +6,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from assets.market import raw_candles
+from assets.market import raw_candles, raw_orderbook
 from pipeline.encodings.build import build_encoding
 from pipeline.models.registry import build_model
 from pipeline.training.datasets import robust_stats
-from pipeline.training.images import PIXELS_PER_IMAGE, build_image_store
+from pipeline.encodings.store import open_images
+from pipeline.training.images import PIXELS_PER_IMAGE, bar_images, build_image_store
 
 
 @pytest.fixture(scope="module")
 def warehouse_with_labels(tmp_path_factory, make_synthetic_market):
-    resources = make_synthetic_market(tmp_path_factory.mktemp("image_store"), 5, [raw_candles])
+    resources = make_synthetic_market(tmp_path_factory.mktemp("image_store"), 5, [raw_candles, raw_orderbook])
     settings = resources["settings"].settings()
     wh = resources["warehouse"].warehouse()
     candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
@@ -31,7 +32,7 @@ def warehouse_with_labels(tmp_path_factory, make_synthetic_market):
         con.execute("create schema if not exists features")
         con.register("labels_in", labels)
         con.execute("create table features.labels as select * from labels_in")
-    for name in ("candlestick_5", "indicator_image"):
+    for name in ("candlestick_5", "indicator_image", "orderbook_heatmap"):
         build_encoding(wh, settings, name, log=lambda _: None)
     return wh, settings, labels
 
@@ -84,5 +85,22 @@ def test_a_2d_zoo_model_runs_on_the_store(warehouse_with_labels):
     assert scaled[:40, 0].min() >= 0 and scaled[:40, 0].max() <= 1
     ref = np.percentile(raw[:40, 0, 0], 99)
     assert scaling.high[0] == pytest.approx(ref, rel=1e-5)  # RSI 7 row: from the 40 training images only
-    with pytest.raises(ValueError, match="not on the candle grid"):
-        build_image_store(wh, settings, "orderbook_heatmap", horizon=1)
+
+
+def test_heatmaps_join_the_bar_their_newest_snapshot_closes(warehouse_with_labels):
+    wh, settings, _ = warehouse_with_labels
+    store = build_image_store(wh, settings, "orderbook_heatmap", horizon=1)
+    hour = 3_600_000
+    assert store.input_shape == (4, 32, 20) and store.sample_rows.shape[0] > 0
+    for k, symbol in enumerate(store.symbols):
+        index, _ = open_images(wh, settings.artifacts_dir, "orderbook_heatmap", symbol, "snapshot")
+        mine = np.flatnonzero(store.sample_symbol == k)
+        snap_ts = index["ts_ms"].to_numpy()[store.sample_rows[mine] - store.offsets[k]]
+        bar_ts = store.sample_ts_ms[mine]
+        assert ((snap_ts > bar_ts) & (snap_ts <= bar_ts + hour)).all()  # taken during the bar, by its close
+        assert np.unique(store.sample_rows[mine]).shape[0] == mine.shape[0]
+    x = store.gather(store.sample_rows[:3])
+    assert x.shape == (3, 4, 32, 20) and np.isfinite(x).all() and x[:, :2].max() > 0
+    grid = np.array([0, 10, 20, 30]) * 1000
+    np.testing.assert_array_equal(bar_images(grid, np.array([5_000, 10_000, 31_000]), 10_000, True), [1, -1, -1, 2])
+    np.testing.assert_array_equal(bar_images(grid, np.array([10_000, 30_000]), 10_000, False), [-1, 0, -1, 1])
