@@ -6,6 +6,7 @@ function, which validates before it replaces exactly the window's rows.
 """
 
 
+import datetime as dt
 import time
 
 import dagster as dg
@@ -90,7 +91,26 @@ def _run(context, settings: SettingsResource, ingest, args_of) -> dg.Materialize
         )
     if line := empty_ranges_line(report):
         context.log.warning(line)
+    flag_empty_partitions(context, report)
     return dg.MaterializeResult(metadata=report_metadata(report))
+
+
+def flag_empty_partitions(context, report: IngestReport) -> None:
+    """On each day of the run with no candle of some configured series, the metadata of that day's
+    partition names the series (``no_candles``); the other days carry no such entry. Adds nothing
+    but metadata to the events Dagster writes anyway."""
+    if not report.empty_ranges or not (context.has_partition_key or context.has_partition_key_range):
+        return
+    keys = set(context.partition_keys)
+    empty: dict[str, list[str]] = {}
+    for r in report.empty_ranges:
+        day, last = dt.date.fromisoformat(r["start"]), dt.date.fromisoformat(r["end"])
+        while day < last:
+            empty.setdefault(day.isoformat(), []).append(f"{r['symbol']} {r['interval']}")
+            day += dt.timedelta(days=1)
+    for key, series in empty.items():
+        if key in keys:
+            context.add_asset_metadata({"no_candles": ", ".join(series)}, partition_key=key)
 
 
 @dg.asset(key=["raw", "candles"], **MARKET_ASSET)

@@ -178,6 +178,10 @@ def test_history_run_reports_coverage_once_and_skips_absent_datasets(tmp_path):
     assert meta["missing_bars"].value == check.metadata["missing_bars"].value == 12
     assert meta["rows_written"].value == len(btc) + 48 == check.metadata["rows_checked"].value
     assert meta["empty_days"].value == 3 and f"{keys[2]}" in meta["empty_ranges"].value
+    # The flag on the partitions themselves: ETH's empty days name it, the other days have no flag.
+    by_day = {m.partition: m.metadata for m in result.asset_materializations_for_node("raw__candles")}
+    assert sorted(by_day) == keys
+    assert [by_day[k].get("no_candles") for k in keys] == [None, None] + [dg.TextMetadataValue("ETHUSDT 60")] * 3
     warnings = [r.user_message for r in logs if r.level == logging.WARNING and "no candles" in r.user_message]
     assert warnings == [f"raw.candles: files returned no candles for ETHUSDT 60 [{keys[2]}, "
                         f"{dt.date.fromisoformat(keys[-1]) + dt.timedelta(days=1)}) (3 days)"]
@@ -189,3 +193,20 @@ def test_history_run_reports_coverage_once_and_skips_absent_datasets(tmp_path):
     for node in ("raw__funding", "raw__open_interest", "raw__orderbook"):
         skipped = result.asset_materializations_for_node(node)[0].metadata["skipped"].value
         assert "BTCUSDT: no " in skipped and "ETHUSDT: no " in skipped and str(exports) in skipped
+
+
+def test_one_empty_day_is_flagged_on_its_partition(tmp_path):
+    """A daily run whose day has no candle of ETH: that partition's metadata names ETH, one warning line."""
+    keys = daily_partitions.get_partition_keys()[:2]
+    first_ms = int(dt.datetime.fromisoformat(keys[0]).replace(tzinfo=dt.timezone.utc).timestamp() * 1000)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    _export(exports, "BTCUSDT", [first_ms + h * 3_600_000 for h in range(48)])
+    _export(exports, "ETHUSDT", [first_ms + h * 3_600_000 for h in range(24)])
+    resources = default_resources(
+        SettingsResource(data_dir=str(tmp_path), source="files", symbols="BTCUSDT,ETHUSDT", files_dir=str(exports))
+    )
+    result = dg.materialize([raw_candles], resources=resources, partition_key=keys[1])
+    [event] = result.asset_materializations_for_node("raw__candles")
+    assert event.partition == keys[1] and event.metadata["no_candles"].value == "ETHUSDT 60"
+    assert event.metadata["empty_days"].value == 1 and event.metadata["rows_written"].value == 24
