@@ -16,7 +16,7 @@ from assets.market import markdown_table
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.encodings.build import ENCODINGS, build_encoding
 from pipeline.encodings.preview import sample_png
-from pipeline.encodings.store import open_images
+from pipeline.encodings.store import check_encoding, open_images
 
 SAMPLES = 4
 
@@ -68,6 +68,21 @@ def _encoding_asset(name: str):
     return _asset
 
 
+def _encoding_check(name: str, asset):
+    @dg.asset_check(asset=asset, name="files_match_index", blocking=True,
+                    description=f"Every series of encodings.{name}_index agrees with its image file (row count, "
+                                "rows 0..n-1, ts ascending) and its first and last images are finite.")
+    def _check(settings: SettingsResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        cfg = settings.settings()
+        passed, found = check_encoding(warehouse.warehouse(), cfg.artifacts_dir, name)
+        return dg.AssetCheckResult(passed=passed, metadata={
+            "series": dg.MetadataValue.int(found["series"]),
+            "problems": dg.MetadataValue.text("\n".join(found["problems"]) or "none")})
+
+    return _check
+
+
 ENCODING_ASSETS = [_encoding_asset(name) for name in ENCODINGS]
+ENCODING_CHECKS = [_encoding_check(name, a) for name, a in zip(ENCODINGS, ENCODING_ASSETS)]
 ENCODING_KEYS = [a.key for a in ENCODING_ASSETS]
 indicator_image, gaf, mtf, candlestick_5, candlestick_20, candlestick_60, orderbook_heatmap = ENCODING_ASSETS

@@ -118,3 +118,29 @@ def open_images(warehouse, artifacts_dir: Path, name: str, symbol: str, interval
         raise ValueError(f"encoding {name}: {table} has {index.height} rows for {symbol} {interval} but {path} "
                          f"holds {images.shape[0]} images (an interrupted write?): rematerialize encodings/{name}")
     return index, images
+
+
+def check_encoding(warehouse, artifacts_dir: Path, name: str, probe: int = 256) -> tuple[bool, dict]:
+    """Every series of ``encodings.<name>_index`` agrees with its file, its ts are unique and ascending, and the
+    first and last ``probe`` images are finite. Returns (passed, per-series findings)."""
+    table = index_table(name)
+    if not warehouse.table_exists(table):
+        return True, {"series": 0, "problems": []}
+    series = warehouse.query(f"select distinct symbol, interval from {table} order by all")
+    problems: list[str] = []
+    for symbol, interval in series.iter_rows():
+        try:
+            index, images = open_images(warehouse, artifacts_dir, name, symbol, interval)
+        except (FileNotFoundError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        ts = index["ts_ms"].to_numpy()
+        if ts.size > 1 and not (np.diff(ts) > 0).all():
+            problems.append(f"{symbol} {interval}: index ts not strictly ascending")
+        if sorted(index["row"].to_list()) != list(range(index.height)):
+            problems.append(f"{symbol} {interval}: index rows are not 0..{index.height - 1}")
+        n = images.shape[0]
+        picks = np.unique(np.r_[np.arange(min(n, probe)), np.arange(max(0, n - probe), n)])
+        if picks.size and not np.isfinite(np.asarray(images[picks], dtype=np.float32)).all():
+            problems.append(f"{symbol} {interval}: non-finite pixels among the first/last {probe} images")
+    return not problems, {"series": series.height, "problems": problems}

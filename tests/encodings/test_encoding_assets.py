@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from assets.encodings import ENCODING_ASSETS, ENCODING_KEYS
+from assets.encodings import ENCODING_ASSETS, ENCODING_CHECKS, ENCODING_KEYS
 from assets.market import raw_candles, raw_orderbook
 from pipeline.encodings.build import ENCODINGS, encode_candles, load_candles
 from pipeline.encodings.store import open_images
@@ -21,8 +21,10 @@ def market(tmp_path_factory, make_synthetic_market):
 def test_every_encoding_asset_writes_images_and_index(market):
     assert {k.to_user_string() for k in ENCODING_KEYS} == {f"encodings/{n}" for n in ENCODINGS}
     assert all(a.group_names_by_key[a.key] == "encodings" for a in ENCODING_ASSETS)
-    result = dg.materialize(ENCODING_ASSETS, resources=market)
+    result = dg.materialize(ENCODING_ASSETS + ENCODING_CHECKS, resources=market)
     assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == len(ENCODINGS) and all(c.passed for c in checks)
     settings = market["settings"].settings()
     wh = market["warehouse"].warehouse()
     for name, s in ENCODINGS.items():
@@ -47,3 +49,16 @@ def test_every_encoding_asset_writes_images_and_index(market):
     again = dg.materialize([ENCODING_ASSETS[list(ENCODINGS).index("candlestick_20")]], resources=market)
     assert again.success
     assert wh.query("select * from encodings.candlestick_20_index order by all").equals(before)
+
+
+def test_check_fails_when_a_file_disagrees_with_its_index(market):
+    settings = market["settings"].settings()
+    k = list(ENCODINGS).index("candlestick_5")
+    assert dg.materialize([ENCODING_ASSETS[k]], resources=market).success
+    path = settings.artifacts_dir / "encodings" / "candlestick_5" / "ETHUSDT_60.npy"
+    np.save(path, np.zeros((3, 1, 32, 15), np.uint8))  # a truncated file
+    result = dg.materialize([ENCODING_ASSETS[k], ENCODING_CHECKS[k]], resources=market,
+                            selection=dg.AssetSelection.checks(ENCODING_CHECKS[k]), raise_on_error=False)
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and "rematerialize" in check.metadata["problems"].value
+    assert dg.materialize([ENCODING_ASSETS[k], ENCODING_CHECKS[k]], resources=market).success  # rebuilt: passes
