@@ -90,8 +90,13 @@ class ImageStore:
         return fit_indicator_scaling(raw, np.arange(rows.shape[0]))
 
     @property
+    def feature_columns(self) -> list[str]:
+        """Names of the image channels (what save_artifact records beside the symbol channels)."""
+        return [f"{self.name}_{k}" for k in range(self.image_shape[0])]
+
+    @property
     def channels(self) -> list[str]:
-        return [f"{self.name}_{k}" for k in range(self.image_shape[0])] + [f"symbol_{s}" for s in self.symbols]
+        return self.feature_columns + [f"symbol_{s}" for s in self.symbols]
 
     @property
     def n_feature_channels(self) -> int:
