@@ -1,0 +1,243 @@
+"""Live signals of the trained models and a paper ledger that trades them. No order is ever sent.
+
+**Signals** (:func:`latest_signals`), per architecture and symbol: the newest
+fold of the architecture in ``models.registry`` (the live model) predicts the
+windows of ``features.candle_features`` built as in training
+(:func:`pipeline.training.datasets.load_series` / ``build_window_store`` with
+the artifact's columns, symbols, window and horizon; a window with a warm-up or
+filled row, or across a missing bar, gets no prediction). The signal is that
+fold's :class:`~pipeline.backtest.signals.EdgeRule` (its registry metrics,
+:func:`pipeline.backtest.model_runs.edge_rule_of`) run over the fold's segment
+exactly as the model backtest runs it: from the fold's first test bar (its
+stored ``predictions.oos``) through the bars since (predicted now) to the
+newest candle, so "hold while the expected move keeps its side" carries the
+same state. The newest bar's target gives the signal (+1 long, -1 short, 0
+flat) and the size (fraction of equity); the confidence is the model's
+confidence output at that bar.
+
+**Paper ledger** (:func:`book_paper_trades`), per architecture and symbol: one
+row per candle since the last booked one. Each new candle first marks the
+position to market at its close; the newest candle then trades to the signal's
+target at its close through the backtest's order kernel
+(:func:`pipeline.backtest.engine.execute_order`: the same
+:class:`~pipeline.backtest.costs.CostModel` fee and slippage, no leverage).
+The first booking starts with ``INITIAL_EQUITY`` (the backtests' default).
+Booking twice on the same candles adds nothing. Simplifications: fills at the
+signal candle's close (the backtest fills at the next open), no funding, no
+stops; bars between two bookings hold the position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.backtest.costs import CostModel
+from pipeline.backtest.engine import execute_order
+from pipeline.backtest.model_runs import PROBA_COLUMNS, edge_rule_of
+from pipeline.backtest.risk import RiskRules
+from pipeline.backtest.signals import edge_targets, expected_move
+from pipeline.market.timegrid import interval_ms
+from pipeline.training.datasets import build_window_store, load_series, valid_window_ends
+from pipeline.training.walk_forward import load_artifact, predict
+
+SIGNALS_TABLE = "signals.latest"
+LEDGER_TABLE = "signals.paper_ledger"
+INITIAL_EQUITY = 10_000.0
+
+
+def live_model_rows(warehouse, interval: str) -> pl.DataFrame:
+    """Per architecture, the registry row of its newest fold (the latest training's last fold)."""
+    if not warehouse.table_exists("models.registry"):
+        return pl.DataFrame()
+    rows = warehouse.query(
+        "select model_id, architecture, symbol, interval, fold, test_start, artifact_path, "
+        "cast(metrics as varchar) as metrics, created_at from models.registry where interval = ?", [interval])
+    if rows.height == 0:
+        return rows
+    return rows.sort(["created_at", "fold"], descending=True).unique("architecture", keep="first").sort("architecture")
+
+
+@dataclasses.dataclass
+class SignalsResult:
+    signals: pl.DataFrame  # signals.latest rows
+    skipped: list[str]
+
+
+def _fresh_predictions(module, store, symbol_index: int, after_ms: int):
+    """(ts_ms, proba, confidence) for the store rows of one symbol after ``after_ms`` whose window is valid."""
+    rows = np.flatnonzero(store.index["symbol"].to_numpy() == store.symbols[symbol_index])
+    ts = store.index["ts_ms"].to_numpy()[rows]
+    features = np.asarray(store.rows[rows, : store.n_feature_channels])
+    # warm-up rows are NaN after build; the label is not needed for a prediction (horizon 0)
+    valid, _ = valid_window_ends(ts, ~np.isfinite(features).all(axis=1), np.ones(ts.shape[0], bool),
+                                 interval_ms(store.index["interval"][0]), store.window, 0, features)
+    keep = valid & (ts > after_ms)
+    ends = rows[keep]
+    if ends.size == 0:
+        return ts[keep], np.zeros((0, 3)), np.zeros(0)
+    live = dataclasses.replace(store, sample_rows=ends.astype(np.int64))
+    proba, _, _, conf = predict(module, live, np.arange(ends.size))
+    return ts[keep], proba, conf
+
+
+def latest_signals(warehouse, settings) -> SignalsResult:
+    """The newest candle's signal of every architecture and symbol (see the module docstring)."""
+    interval = settings.intervals[0]
+    models = live_model_rows(warehouse, interval)
+    if models.height == 0:
+        return SignalsResult(pl.DataFrame(), ["no trained model: materialize the models/* assets first"])
+    out, skipped = [], []
+    for m in models.iter_rows(named=True):
+        path = Path(m["artifact_path"])
+        if not (path / "config.json").exists():
+            skipped.append(f"{m['model_id']}: no artifact at {path} (retrain {m['architecture']})")
+            continue
+        cfg = json.loads((path / "config.json").read_text())
+        rule = edge_rule_of(m["metrics"], m["model_id"])
+        module = load_artifact(path)
+        symbols = list(cfg["symbols"])
+        series = [load_series(warehouse, s, interval, cfg["horizon"], columns=cfg["feature_columns"]) for s in symbols]
+        # features whose rows carry warm-up NULLs are NaN in the store: set them apart from training's store
+        for s in series:
+            s.features[s.is_warmup] = np.nan
+        store = build_window_store(series, Path(settings.artifacts_dir) / "live", cfg["window"], cfg["horizon"],
+                                   columns=cfg["feature_columns"])
+        stored = warehouse.query(
+            "select symbol, epoch_ms(ts) as ts_ms, p_down, p_flat, p_up, confidence from predictions.oos "
+            "where model_id = ? order by ts", [m["model_id"]])
+        test_start_ms = int(np.datetime64(m["test_start"], "ms").astype(np.int64))
+        for k, symbol in enumerate(symbols):
+            if symbol not in settings.symbols:
+                continue
+            mine = stored.filter(pl.col("symbol") == symbol)
+            last_ms = int(mine["ts_ms"].max()) if mine.height else test_start_ms - 1
+            new_ts, new_p, new_conf = _fresh_predictions(module, store, k, last_ms)
+            grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
+            if grid.size == 0:
+                skipped.append(f"{m['model_id']} / {symbol}: no candle since the fold's first test bar")
+                continue
+            proba = np.full((grid.size, 3), np.nan)
+            conf = np.full(grid.size, np.nan)
+            for ts_ms, p, c in ((mine["ts_ms"].to_numpy(), mine.select(PROBA_COLUMNS).to_numpy(),
+                                 mine["confidence"].cast(pl.Float64).fill_null(np.nan).to_numpy()),
+                                (new_ts, new_p, new_conf)):
+                idx = np.searchsorted(grid, ts_ms)
+                ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == ts_ms)
+                proba[idx[ok]] = p[ok]
+                conf[idx[ok]] = c[ok]
+            target = float(edge_targets(proba, rule)[-1])
+            last = proba[-1]
+            known = bool(np.isfinite(last).all())
+            if not known:
+                skipped.append(f"{m['model_id']} / {symbol}: the newest candle's window is not valid "
+                               "(warm-up or a missing bar): flat")
+            out.append({
+                "symbol": symbol, "architecture": m["architecture"], "interval": interval,
+                "ts": np.datetime64(int(grid[-1]), "ms").astype("datetime64[us]").item(),
+                "signal": int(np.sign(target)), "size": abs(target),
+                "confidence": float(conf[-1]) if math.isfinite(conf[-1]) else None,
+                "p_down": float(last[0]) if known else None, "p_flat": float(last[1]) if known else None,
+                "p_up": float(last[2]) if known else None,
+                "expected_move": float(expected_move(last[None, :], rule.class_returns)[0]) if known else None,
+                "model_id": m["model_id"],
+            })
+    frame = pl.DataFrame(out) if out else pl.DataFrame()
+    if frame.height:
+        closes = warehouse.query(
+            "select symbol, ts, close as price from raw.candles where interval = ?", [interval])
+        frame = frame.join(closes, on=["symbol", "ts"], how="left")
+    return SignalsResult(frame, skipped)
+
+
+def store_signals(warehouse, signals: pl.DataFrame) -> int:
+    """Replace ``signals.latest`` with these rows (one per symbol and architecture)."""
+    from pipeline.warehouse import Replacement
+
+    if signals.height == 0:
+        return 0
+    warehouse.replace_tables([Replacement(SIGNALS_TABLE, signals, "true")])
+    return signals.height
+
+
+def book_paper_trades(warehouse, settings, signals: pl.DataFrame) -> pl.DataFrame:
+    """New ``signals.paper_ledger`` rows for ``signals`` (see the module docstring), written in one transaction."""
+    from pipeline.warehouse import Replacement
+
+    if signals.height == 0:
+        return pl.DataFrame()
+    ledger = warehouse.query(f"select * from {LEDGER_TABLE}") if warehouse.table_exists(LEDGER_TABLE) else None
+    risk = RiskRules()
+    new_rows, replacements = [], []
+    for s in signals.sort("architecture", "symbol").iter_rows(named=True):
+        key = (s["architecture"], s["symbol"], s["interval"])
+        prev = None
+        if ledger is not None and ledger.height:
+            mine = ledger.filter((pl.col("architecture") == key[0]) & (pl.col("symbol") == key[1])
+                                 & (pl.col("interval") == key[2])).sort("ts")
+            prev = mine.row(-1, named=True) if mine.height else None
+        if prev is not None and prev["ts"] >= s["ts"]:
+            continue  # this candle is booked already
+        after = prev["ts"] if prev is not None else s["ts"]
+        candles = warehouse.query(
+            "select ts, close, volume from raw.candles where symbol = ? and interval = ? and ts >= ? and ts <= ? "
+            "order by ts", [key[1], key[2], after, s["ts"]])
+        if prev is not None:
+            candles = candles.filter(pl.col("ts") > prev["ts"])
+        if candles.height == 0 or candles["ts"][-1] != s["ts"]:
+            raise ValueError(f"raw.candles has no {key[1]} {key[2]} candle at {s['ts']}, the signal's bar: "
+                             "signals and raw.candles disagree")
+        costs = CostModel.from_settings(settings, key[1])
+        if prev is None:
+            cash, qty, last_px, target = INITIAL_EQUITY, 0.0, float(candles["close"][0]), 0.0
+        else:
+            qty = float(prev["position"])
+            last_px = float(prev["price"])
+            cash = float(prev["equity"]) - qty * last_px
+            target = float(prev["target"])
+        rows = []
+        closes, volumes = candles["close"].to_numpy(), candles["volume"].to_numpy()
+        for i, ts in enumerate(candles["ts"]):
+            px = float(closes[i])
+            equity_before = cash + qty * last_px
+            traded = fees = 0.0
+            signal = None
+            if i == candles.height - 1:
+                signal = int(s["signal"])
+                target = signal * float(s["size"])
+                equity_now = cash + qty * px
+                delta = target * equity_now / px - qty
+                if abs(delta) * px > 1e-9 * max(equity_now, 1.0):
+                    cash, qty, traded, _, fees, _ = execute_order(
+                        cash, qty, delta, px, float(volumes[i]), costs.fee_rate, costs.slippage, costs.impact_coef,
+                        risk.max_leverage)
+            equity = cash + qty * px
+            rows.append({"architecture": key[0], "symbol": key[1], "interval": key[2], "ts": ts, "price": px,
+                         "signal": signal, "target": target, "position": qty, "traded": float(traded),
+                         "fees": float(fees), "pnl": equity - equity_before, "equity": equity,
+                         "model_id": s["model_id"]})
+            last_px = px
+        frame = pl.DataFrame(rows, schema_overrides={"signal": pl.Int32})
+        new_rows.append(frame)
+        replacements.append(Replacement(LEDGER_TABLE, frame,
+                                        "architecture = ? and symbol = ? and interval = ? and ts >= ?",
+                                        [*key, frame["ts"][0]]))
+    if replacements:
+        warehouse.replace_tables(replacements)
+    return pl.concat(new_rows) if new_rows else pl.DataFrame()
+
+
+def ledger_summary(warehouse) -> pl.DataFrame:
+    """Per architecture and symbol: bookings, first and last bar, equity, return, fees, trades (from the ledger)."""
+    if not warehouse.table_exists(LEDGER_TABLE):
+        return pl.DataFrame()
+    return warehouse.query(
+        f"select architecture, symbol, count(*) filter (where signal is not null) as bookings, "
+        f"min(ts) as first_ts, max(ts) as last_ts, arg_max(equity, ts) as equity, "
+        f"arg_max(equity, ts) / {INITIAL_EQUITY} - 1 as paper_return, sum(fees) as fees, "
+        f"count(*) filter (where traded <> 0) as trades from {LEDGER_TABLE} group by all order by all")
