@@ -4,12 +4,17 @@
   partitioned feature tables) for the day that just closed.
 * ``nightly_retrain``: every night at 02:00 UTC, every ``models/*`` asset
   retrained on the refreshed data (its folds reach the last closed bar), then
-  the baseline and model backtests and the comparison. Its runs carry the tag
+  the baseline and model backtests, the comparison, the drift report and the
+  signals. Its runs carry the tag
   ``trigger=schedule``, which ``models.registry`` records.
+* ``signals_after_refresh`` (run-status sensor): after every successful
+  ``daily_refresh`` run, the ``refresh_signals`` job: ``monitoring/drift``,
+  ``signals/latest`` and ``signals/paper_ledger`` on the new candles. The
+  nightly run refreshes them too, after the retrained models.
 * ``drift_retrain`` (sensor): reads the newest ``monitoring/drift`` report of
   each symbol (``monitoring.drift`` / ``monitoring.accuracy``); when a feature
   drifted or a model's accuracy decayed it requests one run of the affected
-  ``models/*`` assets, then ``backtest/models`` and ``backtest/comparison``,
+  ``models/*`` assets, then ``backtest/models``, ``backtest/comparison`` and the signals,
   tagged ``trigger=drift``, with a run key derived from the reports (one report
   never triggers two runs), a cursor of the reports already judged and a
   cool-down (``drift_cooldown_hours``) between two drift retrains. Otherwise
@@ -29,10 +34,13 @@ from assets.training import TRIGGER_TAG, model_key
 from pipeline.monitoring.drift import DriftThresholds, Verdict, latest_verdicts
 
 PARTITIONED_GROUPS = ("market", "staging", "features", "labels")
-NIGHTLY_GROUPS = ("models", "backtest")
+NIGHTLY_GROUPS = ("models", "backtest", "monitoring", "signals")
+# Refreshed after every successful daily_refresh run (sensor signals_after_refresh).
+AFTER_REFRESH_GROUPS = ("monitoring", "signals")
 
 
-def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHTLY_GROUPS):
+def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHTLY_GROUPS,
+                     after_refresh_groups=AFTER_REFRESH_GROUPS):
     """The jobs, schedules and sensors for the given asset groups."""
     daily_refresh = dg.define_asset_job(
         "daily_refresh",
@@ -57,11 +65,30 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
             execution_timezone="UTC",
         ),
     ]
-    return [daily_refresh, nightly_retrain], schedules, [drift_retrain_sensor]
+    refresh_signals = dg.define_asset_job(
+        "refresh_signals",
+        selection=dg.AssetSelection.groups(*after_refresh_groups),
+        description="Drift report, newest signals and the paper ledger on the candles just ingested.",
+    )
+
+    @dg.run_status_sensor(
+        name="signals_after_refresh",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[daily_refresh],
+        request_job=refresh_signals,
+        description="After each successful daily_refresh run: monitoring/drift, signals/latest and "
+                    "signals/paper_ledger (one run per refresh run).",
+    )
+    def signals_after_refresh(context: dg.RunStatusSensorContext):
+        return dg.RunRequest(run_key=f"after:{context.dagster_run.run_id}", tags={TRIGGER_TAG: "schedule"})
+
+    return ([daily_refresh, nightly_retrain, refresh_signals], schedules,
+            [drift_retrain_sensor, signals_after_refresh])
 
 
 # What a drift retrain refreshes after the affected models (the model backtests and the comparison).
-DRIFT_DOWNSTREAM = (dg.AssetKey(["backtest", "models"]), dg.AssetKey(["backtest", "comparison"]))
+DRIFT_DOWNSTREAM = (dg.AssetKey(["backtest", "models"]), dg.AssetKey(["backtest", "comparison"]),
+                    dg.AssetKey(["signals", "latest"]), dg.AssetKey(["signals", "paper_ledger"]))
 DRIFT_REPORT_TAG = "convtrade/drift_reports"
 
 
@@ -113,9 +140,9 @@ def drift_decision(verdicts: list[Verdict], cursor: str | None, now: float, cool
     name="drift_retrain",
     minimum_interval_seconds=300,
     target=dg.AssetSelection.groups("models") | dg.AssetSelection.assets(*DRIFT_DOWNSTREAM),
-    description="Retrains the affected models/* assets (then backtest/models and backtest/comparison) when the "
-                "newest monitoring/drift report shows feature drift or accuracy decay; tag trigger=drift, one run "
-                "per report, a cool-down of drift_cooldown_hours between drift retrains.",
+    description="Retrains the affected models/* assets (then backtest/models, backtest/comparison and the "
+                "signals) when the newest monitoring/drift report shows feature drift or accuracy decay; tag "
+                "trigger=drift, one run per report, a cool-down of drift_cooldown_hours between drift retrains.",
 )
 def drift_retrain_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource,
                          warehouse: WarehouseResource) -> dg.SensorResult:

@@ -17,7 +17,8 @@ from tests.monitoring.conftest import BARS, plant, ts_of
 
 AT = f"{ts_of(BARS - 1):%Y-%m-%dT%H:%M}"  # the newest bar: the report's id
 LATER = f"{ts_of(BARS):%Y-%m-%dT%H:%M}"
-MODELS_AND_BACKTESTS = ["models/tcn", "models/wavenet", "backtest/models", "backtest/comparison"]
+DOWNSTREAM = ["backtest/models", "backtest/comparison", "signals/latest", "signals/paper_ledger"]
+MODELS_AND_BACKTESTS = ["models/tcn", "models/wavenet", *DOWNSTREAM]
 
 
 def _resources(data_dir):
@@ -80,8 +81,7 @@ def test_accuracy_decay_retrains_only_the_decayed_architecture(tmp_path):
     store_drift(wh, compute_drift(wh, settings))
     with dg.instance_for_test() as instance:
         request = _tick(instance, tmp_path).run_requests[0]
-    assert [k.to_user_string() for k in request.asset_selection] == ["models/wavenet", "backtest/models",
-                                                                    "backtest/comparison"]
+    assert [k.to_user_string() for k in request.asset_selection] == ["models/wavenet", *DOWNSTREAM]
     assert request.tags["convtrade/drift_reports"] == f"BBBUSDT@{AT}"
 
 
