@@ -113,8 +113,8 @@ def demo(groups: list[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
-    print("interrupted: the run stopped and freed its pool slots; stored tables keep their last committed version",
-          file=sys.stderr, flush=True)
+    print("interrupted: stopped; a run it had started is marked canceled or failed and its pool slots are freed; "
+          "stored tables keep their last committed version", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
 
 
