@@ -88,7 +88,7 @@ class Settings:
     warmup_epochs: float = 0.5          # linear LR warm-up before the cosine decay, in epochs
     patience: int = 2                   # early stopping: epochs without a better validation loss
     grad_clip: float = 1.0
-    max_train_windows: int = 12000      # newest training windows per epoch (0: all)
+    max_train_windows: int = 8000       # windows per epoch, drawn afresh from the whole training span (0: all)
     training_seed: int = 0
     class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
     label_smoothing: float = 0.05

@@ -46,7 +46,7 @@ def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
     if not warehouse.table_exists("backtest.runs"):
         return []
     meta = warehouse.query(
-        "select run_id, strategy, symbol, interval, config, model_ids, data_fingerprint, report_path "
+        "select run_id, strategy, family, symbol, interval, config, model_ids, data_fingerprint, report_path "
         "from backtest.runs where list_contains(?, symbol) and list_contains(?, interval)",
         [list(symbols), list(intervals)])
     if meta.height == 0:
@@ -74,7 +74,8 @@ def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
             funding_paid=m.get("funding_paid", math.nan), turnover=m.get("turnover", math.nan),
             close=np.full(e.height, np.nan), n_liquidations=int(m.get("n_liquidations", 0) or 0))
         runs.append(BacktestRun(
-            run_id=row["run_id"], strategy=row["strategy"], family=config.get("family", row["strategy"]),
+            run_id=row["run_id"], strategy=row["strategy"],
+            family=row["family"] or config.get("family", row["strategy"]),
             symbol=row["symbol"], interval=row["interval"], config=config, result=result, metrics=m,
             model_ids=list(row["model_ids"] or []), data_fingerprint=row["data_fingerprint"] or "",
             report_path=row["report_path"]))

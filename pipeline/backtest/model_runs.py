@@ -172,12 +172,12 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
     from pipeline.backtest.suite import load_candles, load_funding
     from pipeline.features.labels import UNKNOWN_CLASS, load_labels
 
-    costs = CostModel.from_settings(settings)
     registry = warehouse.query("select model_id, architecture, cast(metrics as varchar) as metrics "
                                "from models.registry order by architecture, fold")
     runs: list[BacktestRun] = []
     for symbol in settings.symbols:
         funding = load_funding(warehouse, symbol)
+        costs = CostModel.from_settings(settings, symbol)  # the symbol's maintenance margin
         for interval in settings.intervals:
             candles = load_candles(warehouse, symbol, interval, settings.start)
             preds = warehouse.query("select model_id, ts, p_down, p_flat, p_up from predictions.oos "

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.backtest.costs import CostModel
 from pipeline.backtest.signals import fit_edge_rule, round_trip_cost_of
+from pipeline.config import Settings
 from pipeline.models.registry import build_model
 from pipeline.training.augment import augment_batch, parse_augmentations
 from pipeline.training.datasets import WindowStore, build_window_store, load_series, robust_stats
@@ -39,30 +40,33 @@ ARTIFACT_FORMAT = 1
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """One architecture's training recipe. Defaults are :class:`pipeline.config.Settings`' (one home for them);
+    :meth:`from_settings` takes every value from the settings in force."""
+
     architecture: str
-    variant: str = "default"
-    window: int = 64
-    horizon: int = 1
-    n_folds: int = 6
-    epochs: int = 4
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-2
-    patience: int = 2
-    seed: int = 0
-    pooled: bool = True
-    train_min_fraction: float = 0.4
-    embargo: int = 24
-    validation_fraction: float = 0.15
-    rolling: bool = False
-    warmup_epochs: float = 0.5
-    grad_clip: float = 1.0
-    max_train_windows: int = 12000
-    class_weighting: str = "balanced"
-    label_smoothing: float = 0.05
-    return_weight: float = 0.5
-    volatility_weight: float = 0.25
-    sharpe_weight: float = 0.0
+    variant: str = Settings.model_variant
+    window: int = Settings.window
+    horizon: int = Settings.horizon
+    n_folds: int = Settings.n_folds
+    epochs: int = Settings.epochs
+    batch_size: int = Settings.batch_size
+    learning_rate: float = Settings.learning_rate
+    weight_decay: float = Settings.weight_decay
+    patience: int = Settings.patience
+    seed: int = Settings.training_seed
+    pooled: bool = Settings.pooled
+    train_min_fraction: float = Settings.train_min_fraction
+    embargo: int = Settings.embargo_bars
+    validation_fraction: float = Settings.validation_fraction
+    rolling: bool = Settings.rolling_train
+    warmup_epochs: float = Settings.warmup_epochs
+    grad_clip: float = Settings.grad_clip
+    max_train_windows: int = Settings.max_train_windows
+    class_weighting: str = Settings.class_weighting
+    label_smoothing: float = Settings.label_smoothing
+    return_weight: float = Settings.return_loss_weight
+    volatility_weight: float = Settings.volatility_loss_weight
+    sharpe_weight: float = Settings.sharpe_loss_weight
     augment: tuple[str, ...] = ()
     threads: int = 0  # torch threads while training; 0: every core
 
@@ -199,8 +203,9 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     except RuntimeError:
         pass
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.max_train_windows and fit.shape[0] > config.max_train_windows:
-        fit = fit[-config.max_train_windows:]  # the newest training windows
+    # An epoch is at most max_train_windows windows, drawn afresh each epoch from the whole training span
+    # (not the newest ones only), so a long history costs no more per epoch and is all seen.
+    per_epoch = min(fit.shape[0], config.max_train_windows) if config.max_train_windows else fit.shape[0]
     fit_rows = store.sample_rows[fit]
     center, scale = robust_stats(store, fit_rows)
     ret_scale = float(np.std(store.fwd_return[fit])) or 1.0
@@ -213,7 +218,7 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     fit_t = _tensors(store, fit, ret_scale, vol_scale)
     val_t = _tensors(store, val, ret_scale, vol_scale)
     opt = torch.optim.AdamW(module.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(fit.shape[0] / config.batch_size))
+    steps_per_epoch = max(1, math.ceil(per_epoch / config.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)))
     curve: list[dict] = []
@@ -242,7 +247,7 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
         rng = np.random.default_rng([config.seed, fold_index, epoch])
         gen = torch.Generator().manual_seed(config.seed * 100003 + fold_index * 1009 + epoch)
         torch.manual_seed(config.seed * 7919 + fold_index * 101 + epoch)
-        order = rng.permutation(fit.shape[0])
+        order = rng.permutation(fit.shape[0])[:per_epoch]
         module.train()
         t0, total, seen = time.perf_counter(), 0.0, 0
         for i in range(0, order.shape[0], config.batch_size):
