@@ -24,3 +24,23 @@ def test_sensors_and_jobs_are_wired():
     drift = sensors["drift_retrain"]
     targets = _selected(drift.job_name)
     assert {"models/tcn", "models/inception", "backtest/models", "signals/paper_ledger"} <= targets
+
+
+def test_a_successful_refresh_run_requests_the_signals_job_once():
+    import dagster as dg
+
+    sensor = next(s for s in defs.get_repository_def().sensor_defs if s.name == "signals_after_refresh")
+
+    @dg.asset
+    def tiny():
+        return 1
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([tiny], instance=instance)
+        event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+        run = instance.get_run_by_id(result.run_id)
+        context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
+                                                     dagster_instance=instance, dagster_run=run)
+        request = sensor(context)
+    assert sensor.job_name == "refresh_signals"
+    assert request.run_key == f"after:{result.run_id}" and request.tags["trigger"] == "schedule"
