@@ -34,7 +34,7 @@ from assets.training import TRIGGER_TAG, model_key
 from pipeline.monitoring.drift import DriftThresholds, Verdict, latest_verdicts
 
 PARTITIONED_GROUPS = ("market", "staging", "features", "labels")
-NIGHTLY_GROUPS = ("models", "backtest", "monitoring", "signals")
+NIGHTLY_GROUPS = ("encodings", "models", "backtest", "monitoring", "signals")
 # Refreshed after every successful daily_refresh run (sensor signals_after_refresh).
 AFTER_REFRESH_GROUPS = ("monitoring", "signals")
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import backtests, checks, features, market, monitoring, signals, training
+from assets import backtests, checks, encodings, features, market, monitoring, signals, training
 from assets import run_safety
 from assets.automation import build_automation
 from assets.resources import default_resources
 
-ASSET_MODULES = [market, checks, features, training, backtests, monitoring, signals]
+ASSET_MODULES = [market, checks, features, encodings, training, backtests, monitoring, signals]
 ASSETS = [a for a in dg.load_assets_from_modules(ASSET_MODULES) if isinstance(a, dg.AssetsDefinition) and a.keys]
 CHECKS = list(dg.load_asset_checks_from_modules(ASSET_MODULES))
 

@@ -1,4 +1,5 @@
-"""Trained models: one asset ``models/<architecture>`` per sequence architecture of the zoo, and its check.
+"""Trained models: one asset ``models/<architecture>`` per sequence architecture of the zoo and per image model
+(a 2D architecture on one encoding, ``IMAGE_MODELS``), and its check.
 
 Each asset trains every walk-forward fold of its architecture
 (:func:`pipeline.training.walk_forward.train_architecture`), then writes its
@@ -20,7 +21,7 @@ import dagster as dg
 
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.training.report import check_training, fold_table_markdown, loss_curve_png, png_markdown
-from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, TrainingConfig, store_training,
+from pipeline.training.walk_forward import (IMAGE_MODELS, SEQUENCE_ARCHITECTURES, TrainingConfig, store_training,
                                             train_architecture)
 
 TRIGGER_TAG = "trigger"
@@ -41,15 +42,21 @@ def run_trigger(context) -> str:
 
 
 def build_model_asset(architecture: str) -> dg.AssetsDefinition:
+    if architecture in IMAGE_MODELS:
+        zoo, encoding = IMAGE_MODELS[architecture]
+        deps = [dg.AssetKey(["encodings", encoding]), dg.AssetKey(["features", "labels"])]
+        inputs = f"the {encoding} images (encodings/{encoding}) with {zoo}"
+    else:
+        deps, inputs = UPSTREAM, "features.candle_features windows"
     @dg.asset(
         key=model_key(architecture),
         group_name="models",
         pool="training",
-        deps=UPSTREAM,
+        deps=deps,
         kinds={"pytorch"},
-        description=f"{architecture}: every walk-forward fold trained on features.candle_features windows and "
-                    "features.labels (pooled symbols), artifacts under DATA_DIR/artifacts/models/"
-                    f"{architecture}/, models.registry rows and out-of-sample predictions.oos.",
+        description=f"{architecture}: every walk-forward fold trained on {inputs} and features.labels (pooled "
+                    f"symbols), artifacts under DATA_DIR/artifacts/models/{architecture}/, models.registry rows "
+                    "and out-of-sample predictions.oos.",
     )
     def _model(context: dg.AssetExecutionContext, settings: SettingsResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -121,6 +128,7 @@ def build_model_check(architecture: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-MODEL_ASSETS = [build_model_asset(a) for a in SEQUENCE_ARCHITECTURES]
-MODEL_CHECKS = [build_model_check(a) for a in SEQUENCE_ARCHITECTURES]
-MODEL_KEYS = [model_key(a) for a in SEQUENCE_ARCHITECTURES]
+ARCHITECTURES = (*SEQUENCE_ARCHITECTURES, *IMAGE_MODELS)
+MODEL_ASSETS = [build_model_asset(a) for a in ARCHITECTURES]
+MODEL_CHECKS = [build_model_check(a) for a in ARCHITECTURES]
+MODEL_KEYS = [model_key(a) for a in ARCHITECTURES]

@@ -35,6 +35,14 @@ from pipeline.training.losses import LossConfig, balanced_class_weights, multita
 from pipeline.training.splits import validation_tail, walk_forward_splits
 
 SEQUENCE_ARCHITECTURES: tuple[str, ...] = ("wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception")
+# Image models: asset / registry name -> (zoo architecture, encoding it is trained on). They go through the same
+# folds, loss, edge rule and backtest as the sequence models, on an ImageStore instead of a WindowStore.
+IMAGE_MODELS: dict[str, tuple[str, str]] = {
+    "cnn_ta": ("cnn_ta", "indicator_image"),
+    "resnet2d_gaf": ("resnet2d", "gaf"),
+    "resnet2d_candlestick": ("resnet2d", "candlestick_20"),
+    "orderbook_net": ("orderbook_net", "orderbook_heatmap"),
+}
 ARTIFACT_FORMAT = 1
 
 
@@ -68,6 +76,8 @@ class TrainingConfig:
     volatility_weight: float = Settings.volatility_loss_weight
     sharpe_weight: float = Settings.sharpe_loss_weight
     augment: tuple[str, ...] = ()
+    model: str = ""  # zoo architecture when it differs from the registry name (image models)
+    encoding: str = ""  # the image encoding an image model trains on ("": sequence windows)
     threads: int = 0  # torch threads while training; 0: every core
 
     @classmethod
@@ -85,8 +95,14 @@ class TrainingConfig:
             volatility_weight=settings.volatility_loss_weight, sharpe_weight=settings.sharpe_loss_weight,
             augment=parse_augmentations(settings.augment),
         )
+        if architecture in IMAGE_MODELS:
+            values["model"], values["encoding"] = IMAGE_MODELS[architecture]
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def zoo_name(self) -> str:
+        return self.model or self.architecture
 
     @property
     def loss(self) -> LossConfig:
@@ -110,15 +126,18 @@ class InferenceModel(torch.nn.Module):
     """Raw (unnormalised) windows in; logits, expected return, volatility and confidence out (real units)."""
 
     def __init__(self, model: torch.nn.Module, center: np.ndarray, scale: np.ndarray, ret_scale: float,
-                 vol_scale: float):
+                 vol_scale: float, spatial_dims: int = 1):
         super().__init__()
         self.model = model
-        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).view(1, -1, 1))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).view(1, -1, 1))
+        shape = (1, -1) + (1,) * spatial_dims  # per channel over (time) or (height, width)
+        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).view(*shape))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).view(*shape))
         self.register_buffer("target_scale", torch.tensor([ret_scale, vol_scale], dtype=torch.float32))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.center) / self.scale
+        # contiguous: a gathered window batch has the time axis strided by the channel count, and
+        # the convolutions run up to ~1.5x slower on that layout (bench/training.py)
+        return ((x - self.center) / self.scale).contiguous()
 
     def forward(self, x: torch.Tensor):
         out = self.model(self.normalise(x))
@@ -207,13 +226,15 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     # (not the newest ones only), so a long history costs no more per epoch and is all seen.
     per_epoch = min(fit.shape[0], config.max_train_windows) if config.max_train_windows else fit.shape[0]
     fit_rows = store.sample_rows[fit]
+    if hasattr(store, "fit_row_scaling") and config.encoding == "indicator_image":
+        store.row_scaling = store.fit_row_scaling(fit_rows)  # CNN-TA: per indicator, on this fold's training rows
     center, scale = robust_stats(store, fit_rows)
     ret_scale = float(np.std(store.fwd_return[fit])) or 1.0
     vol_scale = float(np.mean(store.fwd_volatility[fit])) or 1.0
     torch.manual_seed(config.seed)
-    model = build_model(config.architecture, config.variant, in_channels=len(store.channels),
-                        input_length=store.window)
-    module = InferenceModel(model, center, scale, ret_scale, vol_scale)
+    shape = input_shape_of(store)
+    model = build_model(config.zoo_name, config.variant, input_shape=shape)
+    module = InferenceModel(model, center, scale, ret_scale, vol_scale, spatial_dims=len(shape) - 1)
     class_weights = balanced_class_weights(store.label_class[fit])
     fit_t = _tensors(store, fit, ret_scale, vol_scale)
     val_t = _tensors(store, val, ret_scale, vol_scale)
@@ -291,6 +312,12 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     return module, curve, info
 
 
+def input_shape_of(store) -> tuple[int, ...]:
+    """(channels, length) of a WindowStore, (channels, height, width) of an ImageStore."""
+    return tuple(int(v) for v in store.input_shape) if hasattr(store, "input_shape") else (
+        len(store.channels), int(store.window))
+
+
 def save_artifact(module: InferenceModel, config: TrainingConfig, store: WindowStore, info: dict, out_dir: Path,
                   extra: dict) -> Path:
     """weights.safetensors + config.json + program.pt2 (torch.export; a failure is recorded in the config)."""
@@ -305,9 +332,11 @@ def save_artifact(module: InferenceModel, config: TrainingConfig, store: WindowS
         export_error = f"{type(exc).__name__}: {exc}"[:2000]
     cfg = {
         "format": ARTIFACT_FORMAT, "architecture": config.architecture, "variant": config.variant,
-        "window": config.window, "horizon": config.horizon, "channels": store.channels,
+        "window": int(store.window), "horizon": config.horizon, "channels": store.channels,
         "feature_columns": store.feature_columns, "symbols": store.symbols,
-        "in_channels": len(store.channels),
+        "in_channels": len(store.channels), "input_shape": list(input_shape_of(store)),
+        "model": config.zoo_name, "encoding": config.encoding or None,
+        "row_scaling": (store.row_scaling.as_config() if getattr(store, "row_scaling", None) is not None else None),
         "normalisation": {"kind": "robust_zscore", "center": info["center"], "scale": info["scale"]},
         "target_scale": {"return": info["ret_scale"], "volatility": info["vol_scale"]},
         "data_fingerprint": store.fingerprint, "code_version": code_version(),
@@ -323,10 +352,12 @@ def load_artifact(path: Path) -> InferenceModel:
     """Rebuild a fold's model from config.json and weights.safetensors (no pickle)."""
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
-    model = build_model(cfg["architecture"], cfg["variant"], in_channels=cfg["in_channels"], input_length=cfg["window"])
+    shape = tuple(cfg.get("input_shape") or (cfg["in_channels"], cfg["window"]))
+    model = build_model(cfg.get("model") or cfg["architecture"], cfg["variant"], input_shape=shape)
     norm = cfg["normalisation"]
     module = InferenceModel(model, np.array(norm["center"]), np.array(norm["scale"]),
-                            cfg["target_scale"]["return"], cfg["target_scale"]["volatility"])
+                            cfg["target_scale"]["return"], cfg["target_scale"]["volatility"],
+                            spatial_dims=len(shape) - 1)
     module.load_state_dict(load_file(path / "weights.safetensors"))
     return module.eval()
 
@@ -345,14 +376,23 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
     """Every fold of one architecture (pooled, or one model per symbol); see the module docstring."""
     t_start = time.perf_counter()
     interval = settings.intervals[0]
-    series = [load_series(warehouse, s, interval, config.horizon) for s in settings.symbols]  # then no connection
-    groups = [series] if config.pooled else [[s] for s in series]
+    if config.encoding:  # image models: the encoding's images of every symbol, pooled
+        from pipeline.training.images import build_image_store
+
+        if not config.pooled:
+            raise ValueError(f"{config.architecture}: image models train pooled over the symbols "
+                             "(CONVTRADE_POOLED=false is for sequence models)")
+        groups = [None]
+    else:
+        series = [load_series(warehouse, s, interval, config.horizon) for s in settings.symbols]  # then no connection
+        groups = [series] if config.pooled else [[s] for s in series]
     rt_cost = round_trip_cost_of(CostModel.from_settings(settings))
     registry, preds, table, curves = [], [], [], {}
     dropped = {"warmup": 0, "gap": 0, "unknown_label": 0}
     finite = True
     for group in groups:
-        store = build_window_store(group, settings.artifacts_dir, config.window, config.horizon)
+        store = (build_image_store(warehouse, settings, config.encoding, config.horizon) if group is None
+                 else build_window_store(group, settings.artifacts_dir, config.window, config.horizon))
         for k in dropped:
             dropped[k] += store.dropped[k]
         scope = "pooled" if config.pooled else group[0].symbol

@@ -17,7 +17,7 @@ from assets import backtests, features, market, training
 from assets.definitions import all_resources, partition_range_tags
 from assets.partitions import daily_partitions
 from assets.resources import SettingsResource
-from pipeline.training.walk_forward import SEQUENCE_ARCHITECTURES
+from pipeline.training.walk_forward import IMAGE_MODELS, SEQUENCE_ARCHITECTURES
 from pipeline.warehouse import Warehouse
 
 TINY = {"CONVTRADE_WINDOW": "16", "CONVTRADE_N_FOLDS": "2", "CONVTRADE_EPOCHS": "1",
@@ -47,13 +47,15 @@ def trained(tmp_path_factory):
 
 def test_one_asset_per_sequence_architecture_in_the_training_pool():
     keys = [a.key.to_user_string() for a in training.MODEL_ASSETS]
-    assert keys == [f"models/{a}" for a in SEQUENCE_ARCHITECTURES]
+    assert keys == [f"models/{a}" for a in (*SEQUENCE_ARCHITECTURES, *IMAGE_MODELS)]
     for asset in training.MODEL_ASSETS:
         spec = next(iter(asset.specs))
         assert spec.group_name == "models"
         assert asset.op.pool == "training"
-        assert {d.asset_key.to_user_string() for d in spec.deps} == {"features/candle_features", "features/labels"}
-    assert len(training.MODEL_CHECKS) == len(SEQUENCE_ARCHITECTURES)
+        name = asset.key.path[1]
+        first = f"encodings/{IMAGE_MODELS[name][1]}" if name in IMAGE_MODELS else "features/candle_features"
+        assert {d.asset_key.to_user_string() for d in spec.deps} == {first, "features/labels"}
+    assert len(training.MODEL_CHECKS) == len(SEQUENCE_ARCHITECTURES) + len(IMAGE_MODELS)
     assert all(next(iter(c.check_specs)).blocking for c in training.MODEL_CHECKS)
 
 

@@ -1,0 +1,82 @@
+"""Image models through the walk-forward path: cnn_ta on indicator images, orderbook_net on heatmaps.
+
+Same folds, loss, edge rule and registry rows as the sequence models; the
+artifact (safetensors + config with the input shape and the fold's CNN-TA row
+scaling) reloads and reproduces the stored out-of-sample predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from assets.market import raw_candles, raw_orderbook
+from pipeline.encodings.build import build_encoding
+from pipeline.training.images import build_image_store
+from pipeline.training.walk_forward import (IMAGE_MODELS, TrainingConfig, load_artifact, predict, store_training,
+                                            time_folds, train_architecture)
+
+
+@pytest.fixture(scope="module")
+def image_warehouse(tmp_path_factory, make_synthetic_market):
+    resources = make_synthetic_market(tmp_path_factory.mktemp("image_training"), 30, [raw_candles, raw_orderbook])
+    settings = resources["settings"].settings()
+    wh = resources["warehouse"].warehouse()
+    candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
+    # labels shaped like features.labels (the dbt model is not under test here)
+    labels = candles.with_columns(
+        fwd_return=(pl.col("close").shift(-1).over("symbol") / pl.col("close") - 1.0), horizon=pl.lit(1, pl.Int32),
+    ).with_columns(
+        direction=pl.when(pl.col("fwd_return").is_null()).then(None)
+        .when(pl.col("fwd_return") > 1e-3).then(1).when(pl.col("fwd_return") < -1e-3).then(-1).otherwise(0)
+        .cast(pl.Int32),
+        fwd_volatility=pl.col("fwd_return").abs(),
+    ).drop("close")
+    with wh.connect() as con:
+        con.execute("create schema if not exists features")
+        con.register("labels_in", labels)
+        con.execute("create or replace table features.labels as select * from labels_in")
+    for name in ("indicator_image", "orderbook_heatmap"):
+        build_encoding(wh, settings, name, log=lambda _: None)
+    return wh, settings
+
+
+@pytest.mark.parametrize("name", ["cnn_ta", "orderbook_net"])
+def test_image_model_trains_walk_forward_and_reloads(image_warehouse, name):
+    wh, settings = image_warehouse
+    config = TrainingConfig.from_settings(settings, name, n_folds=2, epochs=1, embargo=2, max_train_windows=400,
+                                          batch_size=64, train_min_fraction=0.5)
+    assert (config.model, config.encoding) == IMAGE_MODELS[name]
+    outcome = train_architecture(wh, settings, config, log=lambda _: None)
+    assert outcome.registry.height == 2 and outcome.weights_finite
+    counts = store_training(wh, outcome)
+    assert counts["predictions.oos"] == outcome.predictions.height
+    for mid, metrics in zip(outcome.registry["model_id"], outcome.registry["metrics"]):
+        n_test = json.loads(metrics)["n_test"]
+        assert n_test > 0 and outcome.predictions.filter(pl.col("model_id") == mid).height == n_test
+
+    # the last fold's artifact reloads (no pickle) and reproduces its stored predictions on the same images
+    last = outcome.registry.row(-1, named=True)
+    cfg = json.loads((Path(last["artifact_path"]) / "config.json").read_text())
+    store = build_image_store(wh, settings, config.encoding, 1)
+    assert cfg["input_shape"] == list(store.input_shape) and cfg["model"] == IMAGE_MODELS[name][0]
+    if config.encoding == "indicator_image":
+        fold, fit, val, test, grid = time_folds(store, config)[-1]
+        scaling = store.fit_row_scaling(store.sample_rows[fit])
+        assert cfg["row_scaling"]["low"] == pytest.approx(scaling.low.tolist())  # fitted on training rows only
+        store.row_scaling = scaling
+    else:
+        assert cfg["row_scaling"] is None
+    module = load_artifact(last["artifact_path"])
+    rows = outcome.predictions.filter(pl.col("model_id") == last["model_id"])
+    ts = rows["ts"].dt.epoch("ms").to_numpy()
+    samples = np.flatnonzero((store.sample_ts_ms >= ts.min()) & (store.sample_ts_ms <= ts.max()))
+    assert samples.shape[0] == rows.height
+    proba = predict(module, store, samples)[0]
+    np.testing.assert_allclose(proba[:, 2], rows["p_up"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert all(bool(torch.isfinite(p).all()) for p in module.state_dict().values())
