@@ -34,7 +34,7 @@ from pipeline.backtest.risk import RiskRules
 from pipeline.backtest.runs import BacktestRun, evaluate, make_run_id
 from pipeline.backtest.signals import EdgeRule, edge_targets
 
-MODEL_FAMILY = "sequence_models"
+MODEL_FAMILY = "models"  # every trained architecture, sequence and image: one selection, one family
 PROBA_COLUMNS = ("p_down", "p_flat", "p_up")
 
 

@@ -9,6 +9,7 @@ from pipeline.backtest.comparison import comparison_markdown, comparison_table, 
 from pipeline.backtest.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.metrics import bar_returns
+from pipeline.backtest.model_runs import MODEL_FAMILY
 from pipeline.backtest.risk import RiskRules
 from pipeline.backtest.runs import add_overfitting_statistics, evaluate
 
@@ -24,7 +25,7 @@ def runs_for(symbol: str, seed: int):
                          np.minimum(o, close) * 0.999, close, np.full(n, 10.0))
     return [evaluate(a, symbol, "60", inp, np.sign(rng.normal(size=n)) * (rng.random(n) > 0.9),
                      {"a": a}, CostModel(), RiskRules(),
-                     family="sequence_models") for a in ("tcn", "wavenet")]
+                     family=MODEL_FAMILY) for a in ("tcn", "wavenet")]
 
 
 def test_pooled_rows_follow_from_the_symbol_runs():
