@@ -1,6 +1,7 @@
 """Live signals of the trained models and a paper ledger that trades them. No order is ever sent.
 
-**Signals** (:func:`latest_signals`), per architecture and symbol: the newest
+**Signals** (:func:`latest_signals`), per sequence architecture and symbol (image models are
+skipped, with the reason, in :attr:`SignalsResult.skipped`): the newest
 fold of the architecture in ``models.registry`` (the live model) predicts the
 windows of ``features.candle_features`` built as in training
 (:func:`pipeline.training.datasets.load_series` / ``build_window_store`` with
@@ -99,6 +100,10 @@ def latest_signals(warehouse, settings) -> SignalsResult:
             skipped.append(f"{m['model_id']}: no artifact at {path} (retrain {m['architecture']})")
             continue
         cfg = json.loads((path / "config.json").read_text())
+        if cfg.get("encoding"):
+            skipped.append(f"{m['model_id']}: an image model ({cfg['encoding']}): live signals are computed for "
+                           "the sequence models only (the newest image is not built per candle)")
+            continue
         rule = edge_rule_of(m["metrics"], m["model_id"])
         module = load_artifact(path)
         symbols = list(cfg["symbols"])

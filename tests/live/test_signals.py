@@ -132,3 +132,18 @@ def test_signals_assets_write_the_tables(live):
     again = dg.materialize([signals_latest, signals_paper_ledger], resources=resources)
     meta = again.asset_materializations_for_node("signals__paper_ledger")[0].metadata
     assert meta["rows_booked"].value == 0 and "tcn" in meta["ledger"].value
+
+
+def test_image_models_are_skipped_with_the_reason(live, tmp_path):
+    wh, settings = live
+    (tmp_path / "config.json").write_text(json.dumps({"encoding": "gaf", "model": "resnet2d"}))
+    row = wh.query("select * from models.registry order by fold desc limit 1").with_columns(
+        pl.lit("resnet2d_gaf-fold1").alias("model_id"), pl.lit("resnet2d_gaf").alias("architecture"),
+        pl.lit(str(tmp_path)).alias("artifact_path"))
+    wh.replace_rows("models.registry", row, "model_id = ?", ["resnet2d_gaf-fold1"])
+    try:
+        result = latest_signals(wh, settings)
+        assert set(result.signals["architecture"]) == {"tcn"}
+        assert any("resnet2d_gaf-fold1: an image model (gaf)" in s for s in result.skipped)
+    finally:
+        wh.replace_rows("models.registry", row.clear(), "model_id = ?", ["resnet2d_gaf-fold1"])
