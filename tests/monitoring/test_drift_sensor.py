@@ -4,6 +4,7 @@ with a reason, the cool-down holds (cursor and the instance's runs), the request
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import dagster as dg
@@ -13,6 +14,7 @@ from assets.automation import drift_retrain_sensor
 from assets.monitoring import monitoring_drift
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.monitoring.drift import compute_drift, store_drift
+from pipeline.warehouse import Warehouse
 from tests.monitoring.conftest import BARS, plant, ts_of
 
 AT = f"{ts_of(BARS - 1):%Y-%m-%dT%H:%M}"  # the newest bar: the report's id
@@ -36,11 +38,18 @@ def _skip(result) -> str:
     return result.skip_reason.skip_message
 
 
-@pytest.fixture
-def drifted(tmp_path):
-    wh, settings = plant(tmp_path / "warehouse.duckdb", drift_symbols=("AAAUSDT",))
+@pytest.fixture(scope="module")
+def drifted_file(tmp_path_factory):
+    wh, settings = plant(tmp_path_factory.mktemp("drifted") / "warehouse.duckdb", drift_symbols=("AAAUSDT",))
     store_drift(wh, compute_drift(wh, settings))
-    return tmp_path, wh
+    return wh.path
+
+
+@pytest.fixture
+def drifted(drifted_file, tmp_path):
+    """A fresh copy of the planted warehouse with its drift report (a test may change it)."""
+    shutil.copy(drifted_file, tmp_path / "warehouse.duckdb")
+    return tmp_path, Warehouse(tmp_path / "warehouse.duckdb")
 
 
 def test_first_tick_requests_the_affected_models_and_the_second_skips(drifted):
