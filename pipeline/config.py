@@ -70,8 +70,9 @@ class Settings:
     gap_policy: str = "segment"
     max_fill_bars: int = 12             # "fill": longest gap (missing bars) filled; longer ones are segmented
     # Model sizes and training (pipeline.training.walk_forward.TrainingConfig.from_settings reads these).
-    # Defaults are the demo profile: every sequence architecture, every fold, on the offline default
-    # (3 symbols, 1h, ~1 year) in minutes on 2 cores. `make evaluate` uses the same values.
+    # Defaults are the demo profile: every architecture (sequence and image), every fold, on the offline
+    # default (3 symbols, 1h, ~1 year) within `make demo`'s 15 minutes on 2 cores. `make evaluate` uses the
+    # same values unless its environment overrides them.
     window: int = 64                    # W bars per input window
     model_variant: str = "default"      # zoo variant (the CPU-sized "default" of each architecture)
     horizon: int = 1                    # label horizon in bars (a horizon of features.labels)
@@ -81,14 +82,14 @@ class Settings:
     validation_fraction: float = 0.15   # tail of each fold's training time used for early stopping
     rolling_train: bool = False         # rolling (fixed-length) instead of expanding training windows
     pooled: bool = True                 # one model over all symbols (one-hot symbol channels)
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
     warmup_epochs: float = 0.5          # linear LR warm-up before the cosine decay, in epochs
     patience: int = 2                   # early stopping: epochs without a better validation loss
     grad_clip: float = 1.0
-    max_train_windows: int = 8000       # windows per epoch, drawn afresh from the whole training span (0: all)
+    max_train_windows: int = 5000       # windows per epoch, drawn afresh from the whole training span (0: all)
     training_seed: int = 0
     class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
     label_smoothing: float = 0.05

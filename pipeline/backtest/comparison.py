@@ -200,7 +200,31 @@ def _html_table(table: pl.DataFrame) -> str:
     return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None) -> str:
+def training_recipes(warehouse) -> list[str]:
+    """One line per trained architecture: the recipe its artifacts recorded (not today's settings)."""
+    if not warehouse.table_exists("models.registry"):
+        return []
+    rows = warehouse.query("select architecture, any_value(artifact_path) as path, count(*) as folds, "
+                           "sum(cast(metrics->>'train_seconds' as double)) as seconds "
+                           "from models.registry group by 1 order by 1")
+    lines = []
+    for arch, path, folds, seconds in rows.iter_rows():
+        try:
+            cfg = json.loads((Path(path) / "config.json").read_text())
+        except (OSError, ValueError):
+            lines.append(f"- {arch}: {folds} folds (artifact config unreadable at {path})")
+            continue
+        t = cfg.get("training", {})
+        inputs = f"encoding {cfg['encoding']}" if cfg.get("encoding") else f"window {cfg.get('window')}"
+        lines.append(f"- {arch} ({cfg.get('model') or arch}/{cfg.get('variant')}): {folds} folds, {inputs}, "
+                     f"{t.get('epochs')} epochs of at most {t.get('max_train_windows')} windows, batch "
+                     f"{t.get('batch_size')}, lr {t.get('learning_rate')}, patience {t.get('patience')}, "
+                     f"{seconds:.0f} s of training")
+    return lines
+
+
+def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None,
+                     recipes: list[str] | None = None) -> str:
     """docs/results.md: what was run, on what, how long it took, and the comparison table as measured."""
     import datetime as dt
     import platform
@@ -222,9 +246,11 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
         "",
         f"Wall time of the whole run (ingest, features, every architecture's walk-forward, backtests): {wall}.",
         "",
-        "Hyper-parameters are the defaults in `pipeline/config.py`, fixed before the run; early stopping and the "
-        "edge rule's margin use each fold's validation tail only. A model that loses to the baselines is reported "
-        "as it is.",
+        "Hyper-parameters were fixed before the run (the defaults in `pipeline/config.py` at the time); early "
+        "stopping and the edge rule's margin use each fold's validation tail only. A model that loses to the "
+        "baselines is reported as it is. What each model was trained with, from its artifacts:",
+        "",
+        *(recipes or ["- (no trained models)"]),
         "",
         result.markdown,
         "",
@@ -244,11 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wall-s", type=float, default=None)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    result = run_comparison(Warehouse(settings.warehouse_path), settings)
+    warehouse = Warehouse(settings.warehouse_path)
+    result = run_comparison(warehouse, settings)
     if result.runs == 0:
         raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(results_markdown(result, settings, args.command, args.wall_s), encoding="utf-8")
+    args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse)),
+                        encoding="utf-8")
     print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
     return 0
 

@@ -120,3 +120,17 @@ def test_comparison_counts_architectures_as_trials(trained):
                       "where m.metric = 'dsr_trials' and r.strategy in ('tcn', 'wavenet')")
     # two architectures on each market were tried: each model's deflated Sharpe counts both, traded or not
     assert trials.height == 4 and set(trials["value"]) == {2.0}
+
+
+def test_results_page_states_the_recipes_the_artifacts_recorded(trained):
+    from pipeline.backtest.comparison import results_markdown, run_comparison, training_recipes
+    from pipeline.config import Settings
+
+    data_dir, _ = trained
+    wh = Warehouse(data_dir / "warehouse.duckdb")
+    settings = Settings(data_dir=data_dir, symbols=("BTCUSDT", "ETHUSDT"))
+    recipes = training_recipes(wh)
+    assert [line.split(" ")[1] for line in recipes] == ["tcn", "wavenet"]
+    assert all("2 folds, window 16, 1 epochs of at most 1500 windows, batch 128" in line for line in recipes)
+    page = results_markdown(run_comparison(wh, settings), settings, "make evaluate", 123.0, recipes)
+    assert "make evaluate" in page and "2.0 min (123 s)" in page and "| tcn | models | BTCUSDT |" in page
