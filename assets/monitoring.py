@@ -14,7 +14,8 @@ from pipeline.training.report import png_markdown
 DRIFT_KEY = dg.AssetKey(["monitoring", "drift"])
 
 
-def _markdown(frame) -> str:
+def frame_markdown(frame) -> str:
+    """A polars frame as a Markdown table (floats to 4 significant digits) for asset metadata."""
     if frame.height == 0:
         return "no report"
     cols = frame.columns
@@ -45,7 +46,7 @@ def monitoring_drift(context: dg.AssetExecutionContext, settings: SettingsResour
         context.log.warning(line)
     summary = report.summary()
     metadata = {
-        "summary": dg.MetadataValue.md(_markdown(summary)),
+        "summary": dg.MetadataValue.md(frame_markdown(summary)),
         "rows_drift": dg.MetadataValue.int(written["monitoring.drift"]),
         "rows_accuracy": dg.MetadataValue.int(written["monitoring.accuracy"]),
         "thresholds": dg.MetadataValue.json({"psi": thresholds.psi, "ks_pvalue": thresholds.ks_pvalue,
@@ -54,7 +55,7 @@ def monitoring_drift(context: dg.AssetExecutionContext, settings: SettingsResour
                                              "accuracy_bars": thresholds.accuracy_bars}),
     }
     if report.accuracy.height:
-        metadata["accuracy"] = dg.MetadataValue.md(_markdown(report.accuracy.select(
+        metadata["accuracy"] = dg.MetadataValue.md(frame_markdown(report.accuracy.select(
             "symbol", "architecture", "recent_accuracy", "n_recent", "walk_forward_accuracy", "decayed")))
     if (png := drift_plot_png(report, thresholds.psi)) is not None:
         path = cfg.reports_dir / "monitoring" / "drift_psi.png"

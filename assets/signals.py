@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from assets.monitoring import _markdown
+from assets.monitoring import frame_markdown
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import MODEL_KEYS
 from pipeline.live.signals import book_paper_trades, latest_signals, ledger_summary, store_signals
@@ -31,7 +31,7 @@ def signals_latest(context: dg.AssetExecutionContext, settings: SettingsResource
         context.log.warning(line)
     metadata = {"rows": dg.MetadataValue.int(written)}
     if result.signals.height:
-        metadata["signals"] = dg.MetadataValue.md(_markdown(result.signals.select(
+        metadata["signals"] = dg.MetadataValue.md(frame_markdown(result.signals.select(
             "symbol", "architecture", "ts", "signal", "size", "confidence", "expected_move", "price")))
         metadata["newest_candle"] = dg.MetadataValue.text(str(result.signals["ts"].max()))
     if result.skipped:
@@ -55,5 +55,5 @@ def signals_paper_ledger(settings: SettingsResource, warehouse: WarehouseResourc
     summary = ledger_summary(wh)
     return dg.MaterializeResult(metadata={
         "rows_booked": dg.MetadataValue.int(booked.height if booked is not None else 0),
-        "ledger": dg.MetadataValue.md(_markdown(summary)),
+        "ledger": dg.MetadataValue.md(frame_markdown(summary)),
     })
