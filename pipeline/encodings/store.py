@@ -107,6 +107,9 @@ def open_images(warehouse, artifacts_dir: Path, name: str, symbol: str, interval
                 ) -> tuple[pl.DataFrame, np.ndarray]:
     """(index rows ``ts_ms, row`` in ts order, the memory-mapped images) of one series, checked to agree."""
     table = index_table(name)
+    if not warehouse.table_exists(table):
+        raise FileNotFoundError(f"encoding {name}: {table} is not in the warehouse {warehouse.path}: "
+                                f"materialize the encodings/{name} asset first")
     index = warehouse.query(f'select epoch_ms(ts) as ts_ms, "row" from {table} '
                             f"where symbol = ? and interval = ? order by ts", [symbol, interval])
     path = array_path(artifacts_dir, name, symbol, interval)

@@ -158,6 +158,16 @@ def bar_images(grid_ts: np.ndarray, image_ts: np.ndarray, step_ms: int, snapshot
     return np.where(ok, j, -1).astype(np.int64)
 
 
+def has_no_images(warehouse, name: str, symbol: str) -> bool:
+    """True when ``encodings.<name>_index`` holds no row of ``symbol`` (the encoding made none, and said why)."""
+    from pipeline.encodings.store import index_table
+
+    table = index_table(name)
+    if not warehouse.table_exists(table):
+        return False  # never materialized: a real error
+    return warehouse.query(f"select count(*) as n from {table} where symbol = ?", [symbol])["n"][0] == 0
+
+
 def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStore:
     """The images of encoding ``name`` for every configured symbol (first interval), with labels at ``horizon``."""
     s = spec(name)
@@ -168,9 +178,17 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
     dropped = {"warmup": 0, "gap": 0, "unknown_label": 0}
     h = hashlib.sha256(json.dumps({"name": name, "horizon": horizon, "format": IMAGE_STORE_FORMAT,
                                    "shape": list(s.shape)}).encode())
-    for k, symbol in enumerate(settings.symbols):
-        index, images = open_images(warehouse, Path(settings.artifacts_dir), name, symbol,
-                                    SNAPSHOT_INTERVAL if s.source == "orderbook" else interval)
+    missing: list[str] = []
+    for symbol in settings.symbols:
+        try:
+            index, images = open_images(warehouse, Path(settings.artifacts_dir), name, symbol,
+                                        SNAPSHOT_INTERVAL if s.source == "orderbook" else interval)
+        except FileNotFoundError:
+            if not has_no_images(warehouse, name, symbol):
+                raise
+            missing.append(symbol)  # the encoding made no image of this symbol (e.g. no order-book history)
+            continue
+        k = len(symbols)
         labels = load_labels(warehouse, symbol, interval, horizon)
         grid = labels["ts"].cast(pl.Datetime("ms")).cast(pl.Int64).to_numpy()
         cls = labels["label_class"].to_numpy()
@@ -201,6 +219,10 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update(symbol.encode())
     scale = 1.0 / 255.0 if np.dtype(s.dtype) == np.uint8 else 1.0
+    if not symbols:
+        rows_l, ts_l, sym_l, cls_l = ([np.zeros(0, dtype=np.int64)] for _ in range(4))
+        ret_l, vol_l = [np.zeros(0)], [np.zeros(0)]
+    dropped["symbols_without_images"] = len(missing)  # the encoding made no image of these symbols
     return ImageStore(
         name=name, arrays=arrays, offsets=np.asarray(offsets, dtype=np.int64), image_shape=tuple(s.shape),
         scale=scale, symbols=symbols, window=s.history, horizon=horizon,

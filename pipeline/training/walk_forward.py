@@ -120,6 +120,7 @@ class TrainingOutcome:
     dropped: dict[str, int]
     weights_finite: bool
     train_seconds: float
+    skipped: str | None = None  # why nothing was trained (no sample at all), else None
 
 
 class InferenceModel(torch.nn.Module):
@@ -396,6 +397,11 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
         for k in dropped:
             dropped[k] += store.dropped[k]
         scope = "pooled" if config.pooled else group[0].symbol
+        if store.sample_rows.shape[0] == 0:
+            what = f"encoding {config.encoding}" if config.encoding else "features.candle_features"
+            log(f"{config.architecture}: no usable sample in {what} for {scope} (dropped {store.dropped}); "
+                "nothing trained")
+            continue
         for fold, fit, val, test, grid in time_folds(store, config):
             k = fold.index
             model_id = f"{config.architecture}-{config.variant}-{interval}-h{config.horizon}-{scope}-fold{k}"
@@ -450,6 +456,12 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
                           "prior_log_loss": metrics["prior_log_loss"], "n_test": metrics["n_test"],
                           "train_seconds": seconds})
             curves[k if config.pooled else len(curves)] = curve
+    if not registry:
+        return TrainingOutcome(
+            architecture=config.architecture, registry=pl.DataFrame(schema=REGISTRY_SCHEMA),
+            predictions=pl.DataFrame(schema=PREDICTION_SCHEMA), fold_table=[], loss_curves={}, dropped=dropped,
+            weights_finite=True, train_seconds=time.perf_counter() - t_start,
+            skipped=f"no usable sample (dropped {dropped})")
     return TrainingOutcome(
         architecture=config.architecture,
         registry=pl.DataFrame(registry).with_columns(pl.col("fold").cast(pl.Int32)),
@@ -458,17 +470,26 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
     )
 
 
+REGISTRY_SCHEMA = {"model_id": pl.String, "architecture": pl.String, "variant": pl.String, "symbol": pl.String,
+                   "interval": pl.String, "fold": pl.Int32, "train_start": pl.Datetime("us"),
+                   "train_end": pl.Datetime("us"), "test_start": pl.Datetime("us"), "test_end": pl.Datetime("us"),
+                   "data_fingerprint": pl.String, "metrics": pl.String, "artifact_path": pl.String,
+                   "trigger": pl.String}
+PREDICTION_SCHEMA = {"model_id": pl.String, "symbol": pl.String, "interval": pl.String, "ts": pl.Datetime("us"),
+                     "p_down": pl.Float64, "p_flat": pl.Float64, "p_up": pl.Float64, "expected_return": pl.Float64,
+                     "expected_volatility": pl.Float64, "confidence": pl.Float64}
+
+
 def store_training(warehouse, outcome: TrainingOutcome) -> dict[str, int]:
     """Replace this architecture's registry rows and predictions in one transaction."""
     from pipeline.warehouse import Replacement
 
     arch = outcome.architecture
     ids = outcome.registry["model_id"].to_list()
-    marks = ", ".join("?" for _ in ids)
     warehouse.replace_tables([
         Replacement("predictions.oos", outcome.predictions,
-                    f"model_id in (select model_id from models.registry where architecture = ?) "
-                    f"or model_id in ({marks})", [arch, *ids]),
+                    "model_id in (select model_id from models.registry where architecture = ?) "
+                    "or list_contains(?::varchar[], model_id)", [arch, ids]),
         Replacement("models.registry", outcome.registry, "architecture = ?", [arch]),
     ])
     return {"models.registry": outcome.registry.height, "predictions.oos": outcome.predictions.height}

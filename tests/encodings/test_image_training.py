@@ -80,3 +80,31 @@ def test_image_model_trains_walk_forward_and_reloads(image_warehouse, name):
     proba = predict(module, store, samples)[0]
     np.testing.assert_allclose(proba[:, 2], rows["p_up"].to_numpy(), rtol=1e-5, atol=1e-6)
     assert all(bool(torch.isfinite(p).all()) for p in module.state_dict().values())
+
+
+def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_warehouse):
+    from pipeline.encodings.store import array_path, index_table
+
+    wh, settings = image_warehouse
+    config = TrainingConfig.from_settings(settings, "orderbook_net", n_folds=2, epochs=1, embargo=2,
+                                          max_train_windows=200, batch_size=64, train_min_fraction=0.5)
+    with pytest.raises(FileNotFoundError, match="materialize the encodings/gaf asset first"):
+        build_image_store(wh, settings, "gaf", 1)  # never built: a real error, not a skip
+
+    def drop(symbol):  # as if the encoding had made no image of ``symbol`` (no order-book history)
+        with wh.connect() as con:
+            con.execute(f"delete from {index_table('orderbook_heatmap')} where symbol = ?", [symbol])
+        array_path(Path(settings.artifacts_dir), "orderbook_heatmap", symbol, "snapshot").unlink()
+
+    drop("ETHUSDT")
+    store = build_image_store(wh, settings, "orderbook_heatmap", 1)
+    assert store.symbols == ["BTCUSDT"] and store.dropped["symbols_without_images"] == 1
+    assert set(store.sample_symbol.tolist()) == {0}
+    drop("BTCUSDT")
+    lines = []
+    outcome = train_architecture(wh, settings, config, log=lines.append)
+    assert outcome.skipped and outcome.registry.height == 0 and outcome.predictions.height == 0
+    assert any("no usable sample in encoding orderbook_heatmap" in line for line in lines)
+    store_training(wh, outcome)  # replaces the earlier orderbook_net rows by none
+    left = wh.query("select count(*) as n from models.registry where architecture = 'orderbook_net'")["n"][0]
+    assert left == 0
