@@ -82,6 +82,8 @@ class ImageStore:
     fingerprint: str
     # per-image-row scaling (CNN-TA indicator images): set per fold with fit_row_scaling(training rows)
     row_scaling: IndicatorScaling | None = None
+    # configured symbols of which the encoding made no image (e.g. no order-book history): left out
+    missing_symbols: tuple[str, ...] = ()
 
     def fit_row_scaling(self, train_rows: np.ndarray) -> IndicatorScaling:
         """Per image row [0, 1] scaling (1st / 99th percentiles) fitted on the images at ``train_rows`` only."""
@@ -222,11 +224,11 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
     if not symbols:
         rows_l, ts_l, sym_l, cls_l = ([np.zeros(0, dtype=np.int64)] for _ in range(4))
         ret_l, vol_l = [np.zeros(0)], [np.zeros(0)]
-    dropped["symbols_without_images"] = len(missing)  # the encoding made no image of these symbols
     return ImageStore(
         name=name, arrays=arrays, offsets=np.asarray(offsets, dtype=np.int64), image_shape=tuple(s.shape),
         scale=scale, symbols=symbols, window=s.history, horizon=horizon,
         sample_rows=np.concatenate(rows_l), sample_ts_ms=np.concatenate(ts_l), sample_symbol=np.concatenate(sym_l),
         label_class=np.concatenate(cls_l).astype(np.int64), fwd_return=np.concatenate(ret_l),
         fwd_volatility=np.concatenate(vol_l), dropped=dropped, fingerprint=h.hexdigest()[:16],
+        missing_symbols=tuple(missing),
     )

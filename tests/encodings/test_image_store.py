@@ -15,23 +15,11 @@ from pipeline.training.images import PIXELS_PER_IMAGE, bar_images, build_image_s
 
 
 @pytest.fixture(scope="module")
-def warehouse_with_labels(tmp_path_factory, make_synthetic_market):
+def warehouse_with_labels(tmp_path_factory, make_synthetic_market, make_labels):
     resources = make_synthetic_market(tmp_path_factory.mktemp("image_store"), 5, [raw_candles, raw_orderbook])
     settings = resources["settings"].settings()
     wh = resources["warehouse"].warehouse()
-    candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
-    labels = candles.with_columns(
-        fwd_return=(pl.col("close").shift(-1).over("symbol") / pl.col("close")).log(),
-        horizon=pl.lit(1, pl.Int32),
-    ).with_columns(
-        direction=pl.when(pl.col("fwd_return").is_null()).then(None).otherwise(pl.col("fwd_return").sign())
-        .cast(pl.Int32),
-        fwd_volatility=pl.col("fwd_return").abs(),
-    ).drop("close")
-    with wh.connect() as con:
-        con.execute("create schema if not exists features")
-        con.register("labels_in", labels)
-        con.execute("create table features.labels as select * from labels_in")
+    labels = make_labels(wh)
     for name in ("candlestick_5", "indicator_image", "orderbook_heatmap"):
         build_encoding(wh, settings, name, log=lambda _: None)
     return wh, settings, labels

@@ -23,24 +23,11 @@ from pipeline.training.walk_forward import (IMAGE_MODELS, TrainingConfig, load_a
 
 
 @pytest.fixture(scope="module")
-def image_warehouse(tmp_path_factory, make_synthetic_market):
+def image_warehouse(tmp_path_factory, make_synthetic_market, make_labels):
     resources = make_synthetic_market(tmp_path_factory.mktemp("image_training"), 30, [raw_candles, raw_orderbook])
     settings = resources["settings"].settings()
     wh = resources["warehouse"].warehouse()
-    candles = wh.query("select symbol, interval, ts, close from raw.candles order by symbol, ts")
-    # labels shaped like features.labels (the dbt model is not under test here)
-    labels = candles.with_columns(
-        fwd_return=(pl.col("close").shift(-1).over("symbol") / pl.col("close") - 1.0), horizon=pl.lit(1, pl.Int32),
-    ).with_columns(
-        direction=pl.when(pl.col("fwd_return").is_null()).then(None)
-        .when(pl.col("fwd_return") > 1e-3).then(1).when(pl.col("fwd_return") < -1e-3).then(-1).otherwise(0)
-        .cast(pl.Int32),
-        fwd_volatility=pl.col("fwd_return").abs(),
-    ).drop("close")
-    with wh.connect() as con:
-        con.execute("create schema if not exists features")
-        con.register("labels_in", labels)
-        con.execute("create or replace table features.labels as select * from labels_in")
+    make_labels(wh)
     for name in ("indicator_image", "orderbook_heatmap"):
         build_encoding(wh, settings, name, log=lambda _: None)
     return wh, settings
@@ -98,7 +85,7 @@ def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_w
 
     drop("ETHUSDT")
     store = build_image_store(wh, settings, "orderbook_heatmap", 1)
-    assert store.symbols == ["BTCUSDT"] and store.dropped["symbols_without_images"] == 1
+    assert store.symbols == ["BTCUSDT"] and store.missing_symbols == ("ETHUSDT",)
     assert set(store.sample_symbol.tolist()) == {0}
     drop("BTCUSDT")
     lines = []
