@@ -81,13 +81,15 @@ def _run(context, settings: SettingsResource, ingest, args_of) -> dg.Materialize
     except SourceUnavailable as exc:
         context.log.warning(f"market source unavailable, will retry: {exc}")
         raise dg.RetryRequested(max_retries=3, seconds_to_wait=30) from exc
-    if report.skipped and not report.rows_written:
-        context.log.info(f"{report.table}: skipped, {report.source} has no such data ({'; '.join(report.skipped)})")
+    skipped = f"skipped, {report.source} has no such data ({'; '.join(report.skipped)})" if report.skipped else ""
+    if len(report.skipped) == len(cfg.symbols):  # nothing was fetched
+        context.log.info(f"{report.table}: {skipped}")
     else:
         elapsed = time.perf_counter() - t0
         context.log.info(
             f"{report.table}: {report.rows_written:,} rows from {report.source} for [{start}, {end}) "
             f"({days:,} days) in {elapsed:.1f} s ({report.rows_written / max(elapsed, 1e-9):,.0f} rows/s)"
+            + (f"; {skipped}" if skipped else "")
         )
     if line := empty_ranges_line(report):
         context.log.warning(line)

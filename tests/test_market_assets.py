@@ -191,6 +191,8 @@ def test_history_run_reports_coverage_once_and_skips_absent_datasets(tmp_path):
     assert any(m.startswith(f"raw/candles: fetching [{keys[0]} 00:00:00,") and "(5 days)" in m for m in messages)
     assert any(m.startswith(f"BTCUSDT 60: {len(btc)} candles, 5 days") and "series 1/2" in m for m in messages)
     assert any(m.startswith("ETHUSDT 60: 48 candles, 2 days") and "series 2/2" in m for m in messages)
+    assert any(r.user_message.startswith("raw.funding: skipped, files has no such data (BTCUSDT: no funding file")
+               for r in logs if r.step_key == "raw__funding")
     for node in ("raw__funding", "raw__open_interest", "raw__orderbook"):
         skipped = result.asset_materializations_for_node(node)[0].metadata["skipped"].value
         assert "BTCUSDT: no " in skipped and "ETHUSDT: no " in skipped and str(exports) in skipped
