@@ -91,6 +91,7 @@ class Settings:
     grad_clip: float = 1.0
     max_train_windows: int = 5000       # windows per epoch, drawn afresh from the whole training span (0: all)
     training_seed: int = 0
+    training_threads: int = 0           # torch threads while training; 0: half the logical CPUs, at least 1
     class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
     label_smoothing: float = 0.05
     return_loss_weight: float = 0.5     # Huber on the forward return (scaled by its training std)
