@@ -32,6 +32,10 @@ def symbol_problem(symbol: str) -> str | None:
     return None
 
 
+# Names the training settings accept (pipeline.training.losses / augment use these).
+CLASS_WEIGHTINGS = ("balanced", "focal", "none")
+AUGMENTATIONS = ("jitter", "scaling", "time_warp", "window_slice")
+
 # The settings that feed pipeline.backtest.costs.CostModel (same field names there).
 COST_SETTINGS = ("taker_fee", "maker_fee", "slippage_bps")
 
@@ -132,6 +136,36 @@ class Settings:
             raise ValueError(f"CONVTRADE_START={self.start!r} is not a date like 2025-01-01") from None
         self._check_costs()
         self._check_drift()
+        self._check_training()
+
+    def _check_training(self) -> None:
+        """Training settings usable before any work starts (a bad one otherwise fails after ingest and dbt)."""
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"CONVTRADE_{name.upper()}={getattr(self, name)!r}: {rule}")
+
+        for name in ("window", "horizon", "n_folds", "epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("embargo_bars", "max_train_windows", "training_threads", "training_seed"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        for name in ("train_min_fraction", "validation_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise bad(name, "must be in (0, 1)")
+        for name in ("learning_rate",):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "return_loss_weight", "volatility_loss_weight",
+                     "sharpe_loss_weight", "oos_log_loss_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise bad(name, "must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad("label_smoothing", "must be in [0, 1)")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise bad("class_weighting", f"use one of {', '.join(CLASS_WEIGHTINGS)}")
+        unknown = [a.strip() for a in self.augment.split(",") if a.strip() and a.strip() not in AUGMENTATIONS]
+        if unknown:
+            raise bad("augment", f"unknown {', '.join(unknown)}: a comma list of {', '.join(AUGMENTATIONS)}")
 
     def _check_costs(self) -> None:
         """The cost settings obey the cost model's rules (one home: ``CostModel.__post_init__``),

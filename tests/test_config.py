@@ -60,3 +60,16 @@ def test_year_is_365_days():
     assert bars_per_year("60") == 8760
     assert bars_per_year("240") == 2190
     assert interval_ms("W") == 7 * 86_400_000
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CONVTRADE_EPOCHS": "0"}, "CONVTRADE_EPOCHS=0: must be >= 1"),
+    ({"CONVTRADE_VALIDATION_FRACTION": "1.5"}, "CONVTRADE_VALIDATION_FRACTION=1.5: must be in (0, 1)"),
+    ({"CONVTRADE_LEARNING_RATE": "-0.1"}, "CONVTRADE_LEARNING_RATE=-0.1: must be > 0"),
+    ({"CONVTRADE_CLASS_WEIGHTING": "inverse"}, "CONVTRADE_CLASS_WEIGHTING='inverse': use one of balanced, focal"),
+    ({"CONVTRADE_AUGMENT": "jitter,mixup"}, "unknown mixup"),
+])
+def test_training_settings_are_checked_when_built(env, message):
+    with pytest.raises(ValueError) as info:
+        Settings.from_env(env)
+    assert message in str(info.value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("jitter", "scaling", "time_warp", "window_slice")
+from pipeline.config import AUGMENTATIONS  # one home: the settings check the names too
 
 
 def parse_augmentations(text: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from pipeline.models.heads import HeadOutput
 
-WEIGHTINGS = ("balanced", "focal", "none")
+from pipeline.config import CLASS_WEIGHTINGS as WEIGHTINGS  # noqa: E402 - one home: the settings check them too
 
 
 @dataclasses.dataclass(frozen=True)
