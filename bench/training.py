@@ -50,7 +50,8 @@ from pipeline.models.registry import build_model  # noqa: E402
 from pipeline.training.datasets import build_window_store, load_series, robust_stats  # noqa: E402
 from pipeline.training.losses import balanced_class_weights, multitask_loss  # noqa: E402
 from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, InferenceModel, TrainingConfig,  # noqa: E402
-                                            _lr_lambda, _tensors, time_folds, train_architecture, train_fold)
+                                            _lr_lambda, _tensors, default_threads, time_folds,
+                                            train_architecture, train_fold)
 from pipeline.warehouse import Warehouse  # noqa: E402
 
 
@@ -135,7 +136,7 @@ def bench_architecture(arch: str, settings: Settings, store, fit, val, rounds: i
     weights = balanced_class_weights(store.label_class[fit])
     val = val[:256]  # train_fold scores the validation tail after the epoch: kept small, it is not timed
     ours_epoch(config, store, fit, val, tmp)  # warm-up both sides
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or default_threads())
     plain_epoch(config, store, fit, x_all, targets, weights, 0)
     ours, plain, ratios = [], [], []
     for r in range(rounds):
@@ -145,7 +146,7 @@ def bench_architecture(arch: str, settings: Settings, store, fit, val, rounds: i
             if side == "ours":
                 got["ours"].append(ours_epoch(config, store, fit, val, tmp))
             else:
-                torch.set_num_threads(threads or os.cpu_count() or 1)
+                torch.set_num_threads(threads or default_threads())
                 got["plain"].append(plain_epoch(config, store, fit, x_all, targets, weights, r))
         ours += got["ours"]
         plain += got["plain"]
@@ -168,14 +169,14 @@ def main() -> None:
     parser.add_argument("--reduced", action="store_true",
                         help="walk-forward with 1 epoch and at most 2,000 training windows per fold")
     parser.add_argument("--no-walk-forward", action="store_true", help="skip (c)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every core, as training does)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the training default)")
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds per architecture (4 epochs each)")
     parser.add_argument("--epoch-windows", type=int, default=2048, help="windows per timed epoch in (b)")
     parser.add_argument("--only", nargs="*", help="architectures (default: every sequence architecture)")
     parser.add_argument("--data-dir", type=Path, help="an existing DATA_DIR with the offline default built")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # (a) too: torch's default can oversubscribe
+    torch.set_num_threads(args.threads or default_threads())  # (a) too: torch's default can oversubscribe
     archs = args.only or list(SEQUENCE_ARCHITECTURES)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -215,7 +216,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "training",
         "cpu_count": os.cpu_count(),
-        "threads": args.threads or os.cpu_count(),
+        "threads": args.threads or default_threads(),
         "torch": torch.__version__,
         "symbols": list(settings.symbols),
         "interval": interval,
