@@ -43,7 +43,7 @@ test: setup
 # Every architecture's walk-forward on the real BTC, ETH and SOL 1h files (../shared/data), then docs/results.md.
 # Not in CI: it takes tens of minutes on 2 cores.
 EVAL_ENV := CONVTRADE_SOURCE=files CONVTRADE_SYMBOLS=BTCUSDT,ETHUSDT,SOLUSDT CONVTRADE_INTERVALS=60 \
-	CONVTRADE_START=2020-03-25 DATA_DIR=$(CURDIR)/data/evaluate
+	CONVTRADE_START=2020-03-25 CONVTRADE_MAX_TRAIN_WINDOWS=5000 DATA_DIR=$(CURDIR)/data/evaluate
 evaluate: setup
 	start=$$(date +%s); $(EVAL_ENV) $(BIN)/convtrade demo && \
 	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md --command "make evaluate" \

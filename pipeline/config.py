@@ -75,8 +75,8 @@ class Settings:
     max_fill_bars: int = 12             # "fill": longest gap (missing bars) filled; longer ones are segmented
     # Model sizes and training (pipeline.training.walk_forward.TrainingConfig.from_settings reads these).
     # Defaults are the demo profile: every architecture (sequence and image), every fold, on the offline
-    # default (3 symbols, 1h, ~1 year) within `make demo`'s 15 minutes on 2 cores. `make evaluate` uses the
-    # same values unless its environment overrides them.
+    # default (3 symbols, 1h, ~1 year) within `make demo`'s 15 minutes on 2 cores. `make evaluate` sets
+    # CONVTRADE_MAX_TRAIN_WINDOWS=5000 (Makefile EVAL_ENV); everything else is the same.
     window: int = 64                    # W bars per input window
     model_variant: str = "default"      # zoo variant (the CPU-sized "default" of each architecture)
     horizon: int = 1                    # label horizon in bars (a horizon of features.labels)
@@ -93,7 +93,7 @@ class Settings:
     warmup_epochs: float = 0.5          # linear LR warm-up before the cosine decay, in epochs
     patience: int = 2                   # early stopping: epochs without a better validation loss
     grad_clip: float = 1.0
-    max_train_windows: int = 5000       # windows per epoch, drawn afresh from the whole training span (0: all)
+    max_train_windows: int = 3000       # windows per epoch, drawn afresh from the whole training span (0: all)
     training_seed: int = 0
     training_threads: int = 0           # torch threads while training; 0: half the logical CPUs, at least 1
     class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
