@@ -26,3 +26,23 @@ def test_every_built_column_is_described(btc_warehouse):
         assert len(nodes[table]["description"]) > 200
     for column in MODEL_INPUT_COLUMNS:
         assert column in nodes["candle_features"]["columns"]
+
+
+def test_dbt_tests_state_the_model_inputs_and_ranges_of_the_one_python_home():
+    """candle_features.yml repeats MODEL_INPUT_COLUMNS and the feature suite's ranges for dbt's own tests: the
+    copies must agree with pipeline.features.columns / pipeline.quality.features_suite (the one home)."""
+    import yaml
+
+    from pipeline.quality.features_suite import FINITE, RANGES
+
+    spec = yaml.safe_load((DBT_PROJECT_DIR / "models" / "features" / "candle_features.yml").read_text())
+    model = next(m for m in spec["models"] if m["name"] == "candle_features")
+    tests = {next(iter(t)): next(iter(t.values())) for t in model.get("data_tests", model.get("tests", []))
+             if isinstance(t, dict)}
+    assert tests["finite_after_warmup"]["arguments"]["columns"] == list(MODEL_INPUT_COLUMNS)
+    dbt_ranges = tests["values_in_ranges"]["arguments"]["ranges"]
+    for column, (low, high) in RANGES.items():
+        assert column in dbt_ranges, f"{column}: range in the feature suite but not in the dbt test"
+        d_low, d_high = (float(v) for v in dbt_ranges[column])
+        assert d_low == low, column
+        assert d_high == high or (high == FINITE and d_high >= FINITE), column
