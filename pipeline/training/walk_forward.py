@@ -402,18 +402,26 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
     registry, preds, table, curves = [], [], [], {}
     dropped = {"warmup": 0, "gap": 0, "unknown_label": 0}
     finite = True
+    skipped_reasons: list[str] = []
     for group in groups:
         store = (build_image_store(warehouse, settings, config.encoding, config.horizon) if group is None
                  else build_window_store(group, settings.artifacts_dir, config.window, config.horizon))
         for k in dropped:
             dropped[k] += store.dropped[k]
         scope = "pooled" if config.pooled else group[0].symbol
+        what = f"encoding {config.encoding}" if config.encoding else "features.candle_features"
         if store.sample_rows.shape[0] == 0:
-            what = f"encoding {config.encoding}" if config.encoding else "features.candle_features"
             log(f"{config.architecture}: no usable sample in {what} for {scope} (dropped {store.dropped}); "
                 "nothing trained")
             continue
-        for fold, fit, val, test, grid in time_folds(store, config):
+        try:
+            folds = time_folds(store, config)
+        except ValueError as exc:  # too little history for the folds (e.g. a short order-book sample)
+            log(f"{config.architecture}: {store.sample_rows.shape[0]} samples in {what} for {scope} are too few "
+                f"for {config.n_folds} walk-forward folds ({exc}); nothing trained")
+            skipped_reasons.append(f"{scope}: {store.sample_rows.shape[0]} samples, too few for the folds: {exc}")
+            continue
+        for fold, fit, val, test, grid in folds:
             k = fold.index
             model_id = f"{config.architecture}-{config.variant}-{interval}-h{config.horizon}-{scope}-fold{k}"
             out_dir = Path(settings.artifacts_dir) / "models" / config.architecture / (
@@ -472,7 +480,7 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
             architecture=config.architecture, registry=pl.DataFrame(schema=REGISTRY_SCHEMA),
             predictions=pl.DataFrame(schema=PREDICTION_SCHEMA), fold_table=[], loss_curves={}, dropped=dropped,
             weights_finite=True, train_seconds=time.perf_counter() - t_start,
-            skipped=f"no usable sample (dropped {dropped})")
+            skipped="; ".join(skipped_reasons) or f"no usable sample (dropped {dropped})")
     return TrainingOutcome(
         architecture=config.architecture,
         registry=pl.DataFrame(registry).with_columns(pl.col("fold").cast(pl.Int32)),

@@ -87,6 +87,11 @@ def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_w
     store = build_image_store(wh, settings, "orderbook_heatmap", 1)
     assert store.symbols == ["BTCUSDT"] and store.missing_symbols == ("ETHUSDT",)
     assert set(store.sample_symbol.tolist()) == {0}
+    few = TrainingConfig.from_settings(settings, "orderbook_net", n_folds=2, epochs=1, embargo=400,
+                                       train_min_fraction=0.5)
+    lines = []
+    outcome = train_architecture(wh, settings, few, log=lines.append)  # the embargo leaves no test rows
+    assert outcome.skipped and "too few for the folds" in outcome.skipped and outcome.registry.height == 0
     drop("BTCUSDT")
     lines = []
     outcome = train_architecture(wh, settings, config, log=lines.append)
