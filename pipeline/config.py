@@ -93,7 +93,7 @@ class Settings:
     warmup_epochs: float = 0.5          # linear LR warm-up before the cosine decay, in epochs
     patience: int = 2                   # early stopping: epochs without a better validation loss
     grad_clip: float = 1.0
-    max_train_windows: int = 3000       # windows per epoch, drawn afresh from the whole training span (0: all)
+    max_train_windows: int = 2000       # windows per epoch, drawn afresh from the whole training span (0: all)
     training_seed: int = 0
     training_threads: int = 0           # torch threads while training; 0: half the logical CPUs, at least 1
     class_weighting: str = "balanced"   # "balanced" (inverse frequency), "focal" or "none"
