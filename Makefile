@@ -42,11 +42,15 @@ test: setup
 
 # Every architecture's walk-forward on the real BTC, ETH and SOL 1h files (../shared/data), then docs/results.md.
 # Not in CI: it takes tens of minutes on 2 cores.
+# EVAL_START: first day (default the files' first, 2020-03-25); EVAL_WINDOWS: training windows per epoch.
+EVAL_START ?= 2020-03-25
+EVAL_WINDOWS ?= 5000
 EVAL_ENV := CONVTRADE_SOURCE=files CONVTRADE_SYMBOLS=BTCUSDT,ETHUSDT,SOLUSDT CONVTRADE_INTERVALS=60 \
-	CONVTRADE_START=2020-03-25 CONVTRADE_MAX_TRAIN_WINDOWS=5000 DATA_DIR=$(CURDIR)/data/evaluate
+	CONVTRADE_START=$(EVAL_START) CONVTRADE_MAX_TRAIN_WINDOWS=$(EVAL_WINDOWS) DATA_DIR=$(CURDIR)/data/evaluate
 evaluate: setup
 	start=$$(date +%s); $(EVAL_ENV) $(BIN)/convtrade demo && \
-	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md --command "make evaluate" \
+	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md \
+		--command "make evaluate EVAL_START=$(EVAL_START) EVAL_WINDOWS=$(EVAL_WINDOWS)" \
 		--wall-s $$(( $$(date +%s) - start ))
 
 # PYTHONWARNINGS: `dagster dev` warns that it is superseded by `dg dev`, which this project does not
