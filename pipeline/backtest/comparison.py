@@ -118,7 +118,8 @@ def comparison_table(runs: list[BacktestRun], pbo: dict, n_splits: int = 8) -> p
         rets, _ = pooled_returns(members)
         pooled.setdefault((family, interval), {})[strategy] = rets
     for (family, interval), strategies in pooled.items():
-        sharpes = [sharpe_moments(x)[0] for x in strategies.values() if x.std() > 0]
+        # every strategy of the family was tried: one that never traded is a trial with Sharpe 0 (as per market)
+        sharpes = [sharpe_moments(x)[0] if x.std() > 0 else 0.0 for x in strategies.values()]
         pbo_value = None
         lengths = {x.shape[0] for x in strategies.values()}
         if family != BENCHMARK_FAMILY and len(strategies) >= 2 and len(lengths) == 1 and lengths.pop() >= 2 * n_splits:
@@ -223,8 +224,20 @@ def training_recipes(warehouse) -> list[str]:
     return lines
 
 
+def funding_coverage(warehouse, settings) -> str:
+    """One line: how many funding settlements the span has per symbol (a perpetual without them pays none)."""
+    if not warehouse.table_exists("raw.funding"):
+        return "Funding: no raw.funding table; the perpetual backtests paid no funding."
+    rows = dict(warehouse.query("select symbol, count(*) as n from raw.funding where ts >= cast(? as timestamp) "
+                                "group by 1", [settings.start]).iter_rows())
+    parts = [f"{s} {rows.get(s, 0):,}" for s in settings.symbols]
+    note = "" if all(rows.get(s, 0) for s in settings.symbols) else (
+        " A symbol with 0 has no funding data for the span, so its perpetual paid none and equals spot.")
+    return f"Funding settlements stored for the span: {', '.join(parts)}.{note}"
+
+
 def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None,
-                     recipes: list[str] | None = None) -> str:
+                     recipes: list[str] | None = None, funding: str = "") -> str:
     """docs/results.md: what was run, on what, how long it took, and the comparison table as measured."""
     import datetime as dt
     import platform
@@ -237,6 +250,8 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
         f"Markets: {', '.join(settings.symbols)} at interval {', '.join(settings.intervals)} from {settings.start} "
         f"({settings.source} source, `{settings.files_dir}`). Every number is out of sample and after costs "
         f"(taker fee {settings.taker_fee}, slippage {settings.slippage_bps} bps, funding on the perpetual).",
+        "",
+        funding,
         "",
         "Command:",
         "",
@@ -275,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.runs == 0:
         raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse)),
-                        encoding="utf-8")
+    args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse),
+                                         funding_coverage(warehouse, settings)), encoding="utf-8")
     print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
     return 0
 
