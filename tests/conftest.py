@@ -1,4 +1,4 @@
-"""Shared fixtures: a temporary warehouse and the real Bybit files in ../shared/data."""
+"""Shared fixtures: a temporary warehouse, the real Bybit files in ../shared/data and a headless Chromium."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONVTRADE_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (.ci/run installs it), driven by Playwright
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -36,3 +39,27 @@ def warehouse(tmp_path: Path) -> Warehouse:
     wh = Warehouse(tmp_path / "warehouse.duckdb")
     wh.ensure_schema()
     return wh
+
+
+def _browser_missing(what: str) -> None:
+    """Skip the browser test, except under CI, where a missing browser is a failure."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is missing under CI (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed; the browser test needs it")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A launched headless Chromium (Playwright ``Browser``) for a module's browser tests, closed after them."""
+    if not CHROMIUM.exists():
+        _browser_missing(f"{CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _browser_missing("the playwright package (make setup installs it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

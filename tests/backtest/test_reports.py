@@ -18,30 +18,10 @@ from pipeline.backtest.risk import RiskRules
 from pipeline.backtest.runs import add_overfitting_statistics, evaluate
 from pipeline.backtest.store import store_runs
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 H4 = 4 * 3_600_000
 START_MS = 1_727_740_800_000  # 2024-10-01: the runs span two calendar years
 N = 900  # 150 days of 4h bars
 BARS_PER_YEAR = 365 * 6
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """A launched browser. Skips when /usr/bin/chromium is absent, except under CI, where that is a failure."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{CHROMIUM} is missing under CI: install it with `apt-get install -y chromium` (.ci/run does)")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); the browser test needs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")

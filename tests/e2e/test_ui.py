@@ -33,9 +33,6 @@ import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 START = "2026-11-20"
 LOCATION = {"repositoryLocationName": "convtrade", "repositoryName": "__repository__"}
 SCHEDULES = ("daily_refresh_schedule", "nightly_retrain_schedule")
@@ -146,27 +143,11 @@ def test_graphql_materializes_the_market_and_features_and_turns_a_schedule_on(da
     assert state["scheduleOrError"]["scheduleState"]["status"] == "RUNNING"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{CHROMIUM} is missing under CI: install it with `apt-get install -y chromium` (.ci/run does)")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); the browser test needs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def test_browser_materializes_by_clicking_and_lists_the_automation(dagit, browser):
+def test_browser_materializes_by_clicking_and_lists_the_automation(dagit, chromium):
     client, _, tmp = dagit
     shots = Path(os.environ.get("CONVTRADE_TEST_ARTIFACTS", tmp / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(120_000)
     page.goto(f"{client.url}/asset-groups")
     page.get_by_text("monitoring", exact=False).first.wait_for()
