@@ -224,21 +224,41 @@ def training_recipes(warehouse) -> list[str]:
     return lines
 
 
-def funding_coverage(warehouse, settings) -> str:
+def funding_settlements(warehouse, settings) -> dict[str, int]:
+    """Funding settlements stored per symbol of ``settings`` from its start (0: none, or no raw.funding table)."""
+    rows = {}
+    if warehouse.table_exists("raw.funding"):
+        rows = dict(warehouse.query("select symbol, count(*) as n from raw.funding where ts >= cast(? as timestamp) "
+                                    "group by 1", [settings.start]).iter_rows())
+    return {s: int(rows.get(s, 0)) for s in settings.symbols}
+
+
+def funding_coverage(settlements: dict[str, int]) -> str:
     """One line: how many funding settlements the span has per symbol (a perpetual without them pays none)."""
-    if not warehouse.table_exists("raw.funding"):
-        return "Funding: no raw.funding table; the perpetual backtests paid no funding."
-    rows = dict(warehouse.query("select symbol, count(*) as n from raw.funding where ts >= cast(? as timestamp) "
-                                "group by 1", [settings.start]).iter_rows())
-    parts = [f"{s} {rows.get(s, 0):,}" for s in settings.symbols]
-    note = "" if all(rows.get(s, 0) for s in settings.symbols) else (
+    parts = [f"{s} {n:,}" for s, n in settlements.items()]
+    note = "" if all(settlements.values()) else (
         " A symbol with 0 has no funding data for the span, so its perpetual paid none and equals spot.")
     return f"Funding settlements stored for the span: {', '.join(parts)}.{note}"
 
 
+def _funding_clause(settlements: dict[str, int]) -> str:
+    """The costs sentence's funding part, as the stored settlements have it."""
+    funded = [s for s, n in settlements.items() if n]
+    if not funded:
+        return "; no funding: the span has no funding settlements, so the perpetual paid none"
+    if len(funded) == len(settlements):
+        return ", funding on the perpetual"
+    return (f", funding on the perpetual of {', '.join(funded)} (the other symbols have no funding settlements "
+            "in the span and paid none)")
+
+
 def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None,
-                     recipes: list[str] | None = None, funding: str = "") -> str:
-    """docs/results.md: what was run, on what, how long it took, and the comparison table as measured."""
+                     recipes: list[str] | None = None, funding: dict[str, int] | None = None) -> str:
+    """docs/results.md: what was run, on what, how long it took, and the comparison table as measured.
+
+    ``funding``: the span's funding settlements per symbol (:func:`funding_settlements`); the page states
+    them and says funding was paid only where there were any (None: funding is not mentioned).
+    """
     import datetime as dt
     import platform
 
@@ -249,10 +269,10 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
         f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} cores, no GPU.",
         f"Markets: {', '.join(settings.symbols)} at interval {', '.join(settings.intervals)} from {settings.start} "
         f"({settings.source} source, `{settings.files_dir}`). Every number is out of sample and after costs "
-        f"(taker fee {settings.taker_fee}, slippage {settings.slippage_bps} bps, funding on the perpetual).",
+        f"(taker fee {settings.taker_fee}, slippage {settings.slippage_bps} bps"
+        f"{_funding_clause(funding) if funding is not None else ''}).",
         "",
-        funding,
-        "",
+        *([funding_coverage(funding), ""] if funding is not None else []),
         "Command:",
         "",
         "```bash",
@@ -291,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse),
-                                         funding_coverage(warehouse, settings)), encoding="utf-8")
+                                         funding_settlements(warehouse, settings)), encoding="utf-8")
     print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
     return 0
 
