@@ -3,6 +3,7 @@ costs, and the comparison of all of them."""
 
 import dagster as dg
 
+from assets.monitoring import rows_written_metadata
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import MODEL_KEYS
 from pipeline.backtest.comparison import run_comparison
@@ -24,7 +25,7 @@ from pipeline.backtest.suite import run_baseline_suite, summary_markdown
 def backtest_baselines(context: dg.AssetExecutionContext, settings: SettingsResource,
                        warehouse: WarehouseResource) -> dg.MaterializeResult:
     result = run_baseline_suite(warehouse.warehouse(), settings.settings(), log=context.log.info)
-    metadata: dict = {f"rows_{table.split('.')[1]}": dg.MetadataValue.int(n) for table, n in result.rows_written.items()}
+    metadata: dict = rows_written_metadata(result.rows_written)
     metadata["runs"] = dg.MetadataValue.int(len(result.runs))
     metadata["summary"] = dg.MetadataValue.md(summary_markdown(result.runs) if result.runs else "no runs")
     if result.comparison_report is not None:
@@ -49,7 +50,7 @@ def backtest_models(context: dg.AssetExecutionContext, settings: SettingsResourc
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     cfg = settings.settings()
     runs, info = run_model_backtests(warehouse.warehouse(), cfg, horizon=cfg.horizon, log=context.log.info)
-    metadata: dict = {f"rows_{t.split('.')[1]}": dg.MetadataValue.int(n) for t, n in info["rows_written"].items()}
+    metadata: dict = rows_written_metadata(info["rows_written"])
     metadata["runs"] = dg.MetadataValue.int(len(runs))
     metadata["summary"] = dg.MetadataValue.md(summary_markdown(runs) if runs else "no model predictions yet")
     return dg.MaterializeResult(metadata=metadata)

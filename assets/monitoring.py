@@ -25,6 +25,11 @@ def frame_markdown(frame) -> str:
     return "\n".join(lines)
 
 
+def rows_written_metadata(written: dict[str, int]) -> dict[str, dg.MetadataValue]:
+    """Asset metadata ``rows_<table>`` (the name without its schema) for each warehouse table a write filled."""
+    return {f"rows_{table.split('.', 1)[-1]}": dg.MetadataValue.int(n) for table, n in written.items()}
+
+
 @dg.asset(
     key=DRIFT_KEY,
     group_name="monitoring",
@@ -47,8 +52,7 @@ def monitoring_drift(context: dg.AssetExecutionContext, settings: SettingsResour
     summary = report.summary()
     metadata = {
         "summary": dg.MetadataValue.md(frame_markdown(summary)),
-        "rows_drift": dg.MetadataValue.int(written["monitoring.drift"]),
-        "rows_accuracy": dg.MetadataValue.int(written["monitoring.accuracy"]),
+        **rows_written_metadata(written),
         "thresholds": dg.MetadataValue.json({"psi": thresholds.psi, "ks_pvalue": thresholds.ks_pvalue,
                                              "accuracy_drop": thresholds.accuracy_drop,
                                              "recent_bars": thresholds.recent_bars,

@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from assets.monitoring import frame_markdown
+from assets.monitoring import frame_markdown, rows_written_metadata
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import MODEL_KEYS
-from pipeline.live.signals import book_paper_trades, latest_signals, ledger_summary, store_signals
+from pipeline.live.signals import SIGNALS_TABLE, book_paper_trades, latest_signals, ledger_summary, store_signals
 
 LATEST_KEY = dg.AssetKey(["signals", "latest"])
 LEDGER_KEY = dg.AssetKey(["signals", "paper_ledger"])
@@ -29,7 +29,7 @@ def signals_latest(context: dg.AssetExecutionContext, settings: SettingsResource
     written = store_signals(wh, result.signals)
     for line in result.skipped:
         context.log.warning(line)
-    metadata = {"rows": dg.MetadataValue.int(written)}
+    metadata = rows_written_metadata({SIGNALS_TABLE: written})
     if result.signals.height:
         metadata["signals"] = dg.MetadataValue.md(frame_markdown(result.signals.select(
             "symbol", "architecture", "ts", "signal", "size", "confidence", "expected_move", "price")))
