@@ -102,6 +102,15 @@ class Settings:
     volatility_loss_weight: float = 0.25
     sharpe_loss_weight: float = 0.0     # differentiable Sharpe of the position p_up - p_down
     augment: str = ""                   # comma list of jitter, scaling, time_warp, window_slice
+    # Transfer learning (pipeline.training.pretrain): the *_simclr image models pre-train their backbone per
+    # fold with SimCLR on that fold's training-span charts (labels unused), then fine-tune as above.
+    pretrain_epochs: int = 2            # SimCLR epochs per fold (0: no pre-training, e.g. weights file only)
+    pretrain_max_images: int = 1024     # charts per pre-training epoch, drawn afresh from the span (0: all)
+    pretrain_batch_size: int = 128      # charts per step (2 views each: 2N - 2 negatives per view)
+    pretrain_temperature: float = 0.2   # NT-Xent temperature
+    pretrain_learning_rate: float = 1e-3
+    pretrain_projection_dim: int = 64   # output of the projection head (dropped after pre-training)
+    pretrained_weights: str = ""        # local .safetensors / torchvision .pth to start from (never downloaded)
     # Drift monitoring (pipeline.monitoring.drift) and the drift sensor (assets.automation)
     drift_psi_threshold: float = 0.2    # PSI at or above this: the feature drifted
     drift_ks_pvalue: float = 0.01       # KS p-value below this, after Bonferroni over features: drifted
@@ -166,6 +175,20 @@ class Settings:
         unknown = [a.strip() for a in self.augment.split(",") if a.strip() and a.strip() not in AUGMENTATIONS]
         if unknown:
             raise bad("augment", f"unknown {', '.join(unknown)}: a comma list of {', '.join(AUGMENTATIONS)}")
+        for name in ("pretrain_epochs", "pretrain_max_images"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        if self.pretrain_max_images == 1:
+            raise bad("pretrain_max_images", "must be 0 (all) or >= 2: a contrastive batch needs negatives")
+        if self.pretrain_batch_size < 2:
+            raise bad("pretrain_batch_size", "must be >= 2: a contrastive batch needs negatives")
+        if self.pretrain_projection_dim < 1:
+            raise bad("pretrain_projection_dim", "must be >= 1")
+        for name in ("pretrain_temperature", "pretrain_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        if self.pretrained_weights and Path(self.pretrained_weights).suffix not in (".safetensors", ".pth", ".pt"):
+            raise bad("pretrained_weights", "must name a local .safetensors or .pth/.pt state-dict file")
 
     def _check_costs(self) -> None:
         """The cost settings obey the cost model's rules (one home: ``CostModel.__post_init__``),

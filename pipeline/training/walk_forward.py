@@ -32,6 +32,7 @@ from pipeline.models.registry import build_model
 from pipeline.training.augment import augment_batch, parse_augmentations
 from pipeline.training.datasets import WindowStore, build_window_store, load_series, robust_stats
 from pipeline.training.losses import LossConfig, balanced_class_weights, multitask_loss
+from pipeline.training.pretrain import PretrainConfig, initialise_backbone
 from pipeline.training.splits import validation_tail, walk_forward_splits
 
 SEQUENCE_ARCHITECTURES: tuple[str, ...] = ("wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception")
@@ -42,7 +43,11 @@ IMAGE_MODELS: dict[str, tuple[str, str]] = {
     "resnet2d_gaf": ("resnet2d", "gaf"),
     "resnet2d_candlestick": ("resnet2d", "candlestick_20"),
     "orderbook_net": ("orderbook_net", "orderbook_heatmap"),
+    "resnet2d_candlestick_simclr": ("resnet2d", "candlestick_20"),
 }
+# Transfer models: their backbone starts from a per-fold SimCLR pre-training (pipeline.training.pretrain) on the
+# fold's training-span images, then fine-tunes as any model; the scratch twin (resnet2d_candlestick) is compared.
+PRETRAINED_IMAGE_MODELS: tuple[str, ...] = ("resnet2d_candlestick_simclr",)
 ARTIFACT_FORMAT = 1
 
 
@@ -79,6 +84,7 @@ class TrainingConfig:
     model: str = ""  # zoo architecture when it differs from the registry name (image models)
     encoding: str = ""  # the image encoding an image model trains on ("": sequence windows)
     threads: int = Settings.training_threads  # torch threads while training; 0: default_threads()
+    pretrain: PretrainConfig | None = None  # transfer models: the backbone's pre-training (None: from scratch)
 
     @classmethod
     def from_settings(cls, settings, architecture: str, **overrides) -> "TrainingConfig":
@@ -97,6 +103,8 @@ class TrainingConfig:
         )
         if architecture in IMAGE_MODELS:
             values["model"], values["encoding"] = IMAGE_MODELS[architecture]
+        if architecture in PRETRAINED_IMAGE_MODELS:
+            values["pretrain"] = PretrainConfig.from_settings(settings)
         values.update(overrides)
         return cls(**values)
 
@@ -247,6 +255,8 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     shape = input_shape_of(store)
     model = build_model(config.zoo_name, config.variant, input_shape=shape)
     module = InferenceModel(model, center, scale, ret_scale, vol_scale, spatial_dims=len(shape) - 1)
+    if config.pretrain is not None:  # transfer model: the backbone starts pre-trained (this fold's past only)
+        initialise_backbone(module, store, config, fold_index, fit, val, out_dir, log)
     class_weights = balanced_class_weights(store.label_class[fit])
     fit_t = _tensors(store, fit, ret_scale, vol_scale)
     val_t = _tensors(store, val, ret_scale, vol_scale)
