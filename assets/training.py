@@ -21,8 +21,8 @@ import dagster as dg
 
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.training.report import check_training, fold_table_markdown, loss_curve_png, png_markdown
-from pipeline.training.walk_forward import (IMAGE_MODELS, SEQUENCE_ARCHITECTURES, TrainingConfig, store_training,
-                                            train_architecture)
+from pipeline.training.walk_forward import (IMAGE_MODELS, PRETRAINED_IMAGE_MODELS, SEQUENCE_ARCHITECTURES,
+                                            TrainingConfig, store_training, train_architecture)
 
 TRIGGER_TAG = "trigger"
 TRIGGERS = ("manual", "schedule", "drift")
@@ -46,6 +46,8 @@ def build_model_asset(architecture: str) -> dg.AssetsDefinition:
         zoo, encoding = IMAGE_MODELS[architecture]
         deps = [dg.AssetKey(["encodings", encoding]), dg.AssetKey(["features", "labels"])]
         inputs = f"the {encoding} images (encodings/{encoding}) with {zoo}"
+        if architecture in PRETRAINED_IMAGE_MODELS:
+            inputs += " (backbone SimCLR-pre-trained per fold on that fold's training-span images)"
     else:
         deps, inputs = UPSTREAM, "features.candle_features windows"
     @dg.asset(

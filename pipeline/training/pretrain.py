@@ -387,15 +387,15 @@ def initialise_backbone(module, store, config, fold_index: int, fit: np.ndarray,
                                      dataclasses.asdict(aug) if aug else None]).encode()
                          + rows.tobytes() + module.center.numpy().tobytes()
                          + module.scale.numpy().tobytes()).hexdigest()
-    path = Path(out_dir) / PRETRAIN_FILE
+    path, report_path = Path(out_dir) / PRETRAIN_FILE, Path(out_dir) / PRETRAIN_REPORT
     body = module.model.body
-    if path.exists():
+    if path.exists() and report_path.exists():
         with safe_open(path, "pt") as f:
             cached = (f.metadata() or {}).get("key")
         if cached == key:
             body.load_state_dict(load_file(path))
             log(f"{tag}: reused {path}")
-            return json.loads((Path(out_dir) / PRETRAIN_REPORT).read_text())
+            return json.loads(report_path.read_text())
     report: dict = {"train_end_ms": train_end, "images": int(rows.shape[0]), "weights": None, "curve": []}
     if pc.weights:
         loaded = load_backbone_weights(module.model, pc.weights, store.n_feature_channels)
@@ -407,6 +407,6 @@ def initialise_backbone(module, store, config, fold_index: int, fit: np.ndarray,
             f"{np.datetime64(train_end, 'ms')} (the fold's training end)")
         report["curve"] = pretrain_backbone(module, store, rows, pc, aug, config.seed * 7907 + fold_index, log, tag)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / PRETRAIN_REPORT).write_text(json.dumps(report, indent=1))
+    report_path.write_text(json.dumps(report, indent=1))
     save_file({k: v.contiguous() for k, v in body.state_dict().items()}, path, metadata={"key": key})
     return report
