@@ -1,7 +1,9 @@
 """Jobs, schedules and sensors.
 
 * ``daily_refresh``: every day at 00:15 UTC, the market assets (and the
-  partitioned feature tables) for the day that just closed.
+  partitioned feature tables) of the month that holds the day that just closed
+  (monthly partitions, assets/partitions.py: the month is re-read up to the last
+  closed candle, one run per day, run key ``<month>@<day>``).
 * ``nightly_retrain``: every night at 02:00 UTC, every ``models/*`` asset
   retrained on the refreshed data (its folds reach the last closed bar), then
   the baseline and model backtests, the comparison, the drift report and the
@@ -23,12 +25,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 import dagster as dg
 
-from assets.partitions import daily_partitions
+from assets.partitions import HISTORY_START, market_partitions, month_key
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import TRIGGER_TAG, model_key
 from pipeline.monitoring.drift import DriftThresholds, Verdict, latest_verdicts
@@ -45,8 +48,9 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
     daily_refresh = dg.define_asset_job(
         "daily_refresh",
         selection=dg.AssetSelection.groups(*partitioned_groups),
-        partitions_def=daily_partitions,
-        description="Ingest the day that just closed and rebuild its features.",
+        partitions_def=market_partitions,
+        description="Ingest the month that holds the day that just closed (to its last closed candle) and rebuild "
+                    "its features and labels.",
     )
     nightly_retrain = dg.define_asset_job(
         "nightly_retrain",
@@ -55,9 +59,7 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
         tags={"trigger": "schedule"},
     )
     schedules = [
-        dg.build_schedule_from_partitioned_job(
-            daily_refresh, hour_of_day=0, minute_of_hour=15, name="daily_refresh_schedule"
-        ),
+        daily_refresh_schedule(daily_refresh),
         dg.ScheduleDefinition(
             name="nightly_retrain_schedule",
             job=nightly_retrain,
@@ -84,6 +86,24 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
 
     return ([daily_refresh, nightly_retrain, refresh_signals], schedules,
             [drift_retrain_sensor, signals_after_refresh])
+
+
+def daily_refresh_schedule(job) -> dg.ScheduleDefinition:
+    """00:15 UTC every day: the monthly partition holding yesterday (a monthly partition's own
+    schedule would run once a month)."""
+
+    @dg.schedule(name="daily_refresh_schedule", job=job, cron_schedule="15 0 * * *", execution_timezone="UTC",
+                 description="Every day at 00:15 UTC: the month holding the day that just closed, "
+                             "to its last closed candle.")
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)  # None outside a tick
+        yesterday = (when.astimezone(dt.timezone.utc) - dt.timedelta(days=1)).date()
+        if yesterday < HISTORY_START:
+            return dg.SkipReason(f"{yesterday} is before CONVTRADE_START ({HISTORY_START}): nothing to refresh")
+        key = month_key(yesterday)
+        return dg.RunRequest(run_key=f"{key}@{yesterday}", partition_key=key)
+
+    return _schedule
 
 
 # What a drift retrain refreshes after the affected models (the model backtests and the comparison).

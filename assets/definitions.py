@@ -42,6 +42,8 @@ defs = build_definitions()
 # In every process that loads these definitions (a run worker under `dagster dev`, `convtrade demo`):
 # a step waiting for a pool slot sleeps, says who holds it, and stops on SIGINT/SIGTERM.
 run_safety.install_pool_wait_fix()
+# ... and Dagster's sqlite run history is written without an fsync per event (setting dagster_fsync).
+run_safety.install_sqlite_without_fsync()
 
 # Dagster's system tags for a run over a partition range ("dagster/asset_partition_range_start"
 # and "_end"): the public API has no constant or helper for a single run over a range outside a
@@ -89,15 +91,15 @@ def materialize_all(
     results = []
     try:
         if keys(partitioned):
-            days = partitioned[0].partitions_def.get_partition_keys()
-            if days:
+            months = partitioned[0].partitions_def.get_partition_keys()
+            if months:
                 results.append(
                     dg.materialize(
                         partitioned + CHECKS,
                         run_config=run_config,
                         instance=instance,
                         resources=resources,
-                        tags={**tags, **partition_range_tags(days[0], days[-1])},
+                        tags={**tags, **partition_range_tags(months[0], months[-1])},
                         selection=dg.AssetSelection.assets(*keys(partitioned)),
                     )
                 )

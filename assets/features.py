@@ -2,7 +2,7 @@
 
 Each dbt model is an asset keyed [schema, model] in a group per stage; dbt
 tests surface as asset checks; a blocking great-expectations check guards the
-model-input columns of features.candle_features. Daily partitions: a run
+model-input columns of features.candle_features. Monthly partitions: a run
 passes its window to dbt, which rewrites only those days (see the dbt docs of
 candle_features for why the values equal a full rebuild).
 
@@ -29,7 +29,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from assets.partitions import daily_partitions, partition_window
+from assets.partitions import market_partitions, partition_window
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.features.dbt_cli import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args, parse_project
 from pipeline.quality.features_suite import model_input_frames, validate_model_inputs
@@ -87,13 +87,13 @@ def dbt_resource() -> DbtCliResource:
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=translator,
-    partitions_def=daily_partitions,
+    partitions_def=market_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
 def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: SettingsResource,
                    warehouse: WarehouseResource):
-    """dbt build of the selected models for the run's days (plus each indicator's look-back)."""
+    """dbt build of the selected models for the run's window (plus each indicator's look-back)."""
     warehouse = warehouse.warehouse()
     warehouse.ensure_schema()  # the raw sources exist even before the first market run
     start, end = partition_window(context)

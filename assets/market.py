@@ -1,7 +1,7 @@
 """Market assets (group ``market``): raw candles, funding, open interest and order-book snapshots.
 
-Daily UTC partitions; a backfill of many days runs as one run that reads the
-whole partition window. Each asset calls one ``pipeline.market.ingest``
+Monthly UTC partitions (assets/partitions.py); a backfill of many months runs as one run that reads
+the whole partition window. Each asset calls one ``pipeline.market.ingest``
 function, which validates before it replaces exactly the window's rows.
 """
 
@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from assets.partitions import daily_partitions, partition_window
+from assets.partitions import market_partitions, month_key, partition_window
 from pipeline.market.base import SourceUnavailable
 from pipeline.market.ingest import (
     IngestReport,
@@ -25,7 +25,7 @@ from assets.resources import SettingsResource, WarehouseResource
 
 MARKET_ASSET = dict(
     group_name="market",
-    partitions_def=daily_partitions,
+    partitions_def=market_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
     kinds={"duckdb", "polars"},
@@ -98,18 +98,21 @@ def _run(context, settings: SettingsResource, ingest, args_of) -> dg.Materialize
 
 
 def flag_empty_partitions(context, report: IngestReport) -> None:
-    """On each day of the run with no candle of some configured series, the metadata of that day's
-    partition names the series (``no_candles``); the other days carry no such entry. Adds nothing
-    but metadata to the events Dagster writes anyway."""
+    """On each month of the run with days that hold no candle of some configured series, the metadata
+    of that month's partition names the series and the empty days (``no_candles``); the other months
+    carry no such entry. Adds nothing but metadata to the events Dagster writes anyway."""
     if not report.empty_ranges or not (context.has_partition_key or context.has_partition_key_range):
         return
     keys = set(context.partition_keys)
     empty: dict[str, list[str]] = {}
     for r in report.empty_ranges:
-        day, last = dt.date.fromisoformat(r["start"]), dt.date.fromisoformat(r["end"])
-        while day < last:
-            empty.setdefault(day.isoformat(), []).append(f"{r['symbol']} {r['interval']}")
-            day += dt.timedelta(days=1)
+        first, last = dt.date.fromisoformat(r["start"]), dt.date.fromisoformat(r["end"])
+        month = first.replace(day=1)
+        while month < last:
+            following = (month + dt.timedelta(days=32)).replace(day=1)
+            lo, hi = max(first, month), min(last, following)
+            empty.setdefault(month_key(month), []).append(f"{r['symbol']} {r['interval']} [{lo}, {hi})")
+            month = following
     for key, series in empty.items():
         if key in keys:
             context.add_asset_metadata({"no_candles": ", ".join(series)}, partition_key=key)
@@ -120,8 +123,11 @@ def raw_candles(
     context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Closed OHLCV candles (open time, UTC) for every configured symbol and interval."""
+    allow_shrink = settings.settings().allow_shrink
+
     def ingest(source, wh, symbols, intervals, start, end):
-        return ingest_candles(source, wh, symbols, intervals, start, end, log=context.log.info)
+        return ingest_candles(source, wh, symbols, intervals, start, end, allow_shrink=allow_shrink,
+                              log=context.log.info)
 
     return _run(context, settings, ingest, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals))
 

@@ -27,6 +27,9 @@ class SettingsResource(dg.ConfigurableResource):
     start: str = ""
     files_dir: str = ""
     seed: int = -1
+    # One run that may shrink stored candles (launchpad: `resources: settings: config: allow_shrink: true`);
+    # false keeps CONVTRADE_ALLOW_SHRINK (default false).
+    allow_shrink: bool = False
 
     def settings(self) -> Settings:
         overrides: dict = {}
@@ -36,6 +39,8 @@ class SettingsResource(dg.ConfigurableResource):
                 overrides[name] = value
         if self.seed >= 0:
             overrides["seed"] = self.seed
+        if self.allow_shrink:
+            overrides["allow_shrink"] = True
         return Settings.from_env(**overrides)
 
 

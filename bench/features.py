@@ -3,8 +3,9 @@
 Prints one JSON line:
 * real_1h: full `dbt build` (models + data tests) of the three real 1h files (~126k candles);
 * synthetic_1m: full `dbt build` of one year of 1m synthetic candles (~525k), then a daily
-  incremental refresh: append one day and run, for that window, the dbt invocation the Dagster
-  daily partition run makes (`dbt build --select fqn:*`: the 4 staging views, both models and
+  incremental refresh: append one day and run, for the month-to-date window the 00:15 refresh of
+  the monthly partition holding that day passes (assets/partitions.py), the dbt invocation the
+  Dagster partition run makes (`dbt build --select fqn:*`: the 4 staging views, both models and
   all 11 data tests, window in CONVTRADE_FEATURES_START/_END, JSON log format, no JSON
   artifacts), then the same as a models-only `dbt run`; and, when dagster imports, the whole
   Dagster materialization of that partition (dbt assets and the blocking GX check, in-process
@@ -105,12 +106,13 @@ def timed_dbt(args: list[str], path: Path, start=None, end=None) -> tuple[float,
 
 
 def dagster_partition_seconds(path: Path, day: dt.datetime) -> float | None:
-    """Wall time of `dagster.materialize` of the dbt assets + GX check for one daily partition."""
+    """Wall time of `dagster.materialize` of the dbt assets + GX check for the monthly partition holding ``day``."""
     try:
         import dagster as dg
 
         from assets import features as feature_assets
         from assets.definitions import all_resources
+        from assets.partitions import month_key
         from assets.resources import SettingsResource
     except ImportError:
         return None
@@ -119,7 +121,7 @@ def dagster_partition_seconds(path: Path, day: dt.datetime) -> float | None:
     with contextlib.redirect_stdout(sys.stderr):  # Dagster's console log: stdout carries only the JSON line
         result = dg.materialize(
             [feature_assets.feature_models, feature_assets.candle_features_expectations],
-            partition_key=day.strftime("%Y-%m-%d"),
+            partition_key=month_key(day.date()),
             resources=resources,
             raise_on_error=True,
         )
@@ -187,8 +189,9 @@ def main() -> None:
         day = minutes.filter(pl.col("ts") >= last_day)
         end = last_day + dt.timedelta(days=1)
         wh.replace_rows("raw.candles", day, "ts >= ? and ts < ?", [last_day, end])
-        inc_wall, inc_models = timed_dbt(["build", *ASSET_SELECTION], wh.path, last_day, end)
-        run_wall, run_models = timed_dbt(["run", *ASSET_SELECTION], wh.path, last_day, end)
+        month = last_day.replace(day=1)  # the refresh rewrites the month that holds the new day
+        inc_wall, inc_models = timed_dbt(["build", *ASSET_SELECTION], wh.path, month, end)
+        run_wall, run_models = timed_dbt(["run", *ASSET_SELECTION], wh.path, month, end)
         dagster_wall = dagster_partition_seconds(wh.path, last_day)
         figures["synthetic_1m"] = {
             "candles": history.height,

@@ -3,14 +3,14 @@
 Prints one JSON line:
 * wall_s: the whole pipeline as `convtrade demo` runs it, minus the model training assets: one
   run of the partitioned assets (raw/*, the candle check, the dbt staging/feature/label models with
-  their checks) over every daily partition from CONVTRADE_START (2020-03-25, BTCUSDT's first day) to
+  their checks) over every monthly partition from CONVTRADE_START (2020-03-25, BTCUSDT's first day) to
   today, then one run of backtest/baselines; a fresh sqlite Dagster instance and warehouse in a
   temporary folder, the files source on ../shared/data (BTCUSDT, ETHUSDT, SOLUSDT, interval 60);
 * data_s: the part of it spent in the project's own work (ingest functions, the candle and feature
   suites, the dbt process until its last event, the baseline suite), timed by wrapping those calls;
   data_parts splits it up;
 * dagster_s = wall_s - data_s: Dagster's run set-up, events and storage;
-* candles: rows in raw.candles afterwards; partitions: daily partitions in the run;
+* candles: rows in raw.candles afterwards; partitions: monthly partitions in the run;
 * first_event_s, first_log_s: seconds from the start to the partitioned run's first event, and to its
   first message from an asset (context.log): progress must show within seconds;
 * load_1m: the machine's 1-minute load average at the start and the end (2 cores shared: noisy).

@@ -59,6 +59,12 @@ class Settings:
     bybit_category: str = "linear"
     bybit_testnet: bool = False
     orderbook_levels: int = 5
+    # A source that returns fewer candles for a window than the warehouse holds (an empty or cut-short
+    # export, a symbol missing) fails the ingest and writes nothing; true lets it replace the window.
+    allow_shrink: bool = False
+    # Dagster's sqlite run history without fsync (PRAGMA synchronous=OFF; assets/run_safety.py): true keeps
+    # Dagster's default of an fsync per event, which costs ~10 ms each on an ordinary disk.
+    dagster_fsync: bool = False
     # Synthetic source
     seed: int = 7
     planted_pattern: bool = False

@@ -358,3 +358,23 @@ def test_file_reader_names_file_and_line_for_every_candle_rule(tmp_path, rule):
         read_candle_file(path, "BTCUSDT", "60")
     message = str(err.value)
     assert message.startswith(f"{path}, line 5: ") and f"breaks the rule {rule}" in message
+
+
+def test_dagster_sqlite_history_is_written_without_fsync_unless_asked(tmp_path):
+    """Loading the definitions turns off the fsync per event of Dagster's sqlite storages (setting
+    dagster_fsync); the run history still survives the process (a new instance reads the run back)."""
+    import assets.definitions  # noqa: F401  (installs the hook, as in every process that loads the code)
+    from pipeline.config import Settings
+
+    assert run_safety.install_sqlite_without_fsync(Settings()) is True
+    assert run_safety.install_sqlite_without_fsync(Settings(dagster_fsync=True)) is False
+    home = tmp_path / "home"
+    home.mkdir()
+    from dagster._core.instance.ref import InstanceRef  # the public API opens only $DAGSTER_HOME
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        with instance.run_storage.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0  # OFF
+        run = instance.create_run_for_job(dg.GraphDefinition("g", node_defs=[]).to_job())
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as again:
+        assert again.get_run_by_id(run.run_id) is not None

@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets import backtests, features, market
 from assets.definitions import all_resources, partition_range_tags
-from assets.partitions import daily_partitions
+from assets.partitions import first_partition_keys
 
 
 def files_under(folder: Path) -> set[str]:
@@ -17,7 +17,7 @@ def test_run_config_data_dir_moves_warehouse_reports_and_dbt_artifacts(tmp_path,
     default_dir, chosen = tmp_path / "default", tmp_path / "chosen"
     monkeypatch.setenv("DATA_DIR", str(default_dir))
     monkeypatch.setenv("CONVTRADE_SYMBOLS", "BTCUSDT")
-    keys = daily_partitions.get_partition_keys()[:12]
+    keys = first_partition_keys(12)
     run_config = {"resources": {"settings": {"config": {"data_dir": str(chosen)}}}}
     partitioned = [market.raw_candles, market.raw_funding, features.feature_models]
     assert dg.materialize(partitioned, resources=all_resources(), run_config=run_config,

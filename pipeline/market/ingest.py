@@ -250,7 +250,7 @@ def ingest_candles(
         raise MarketDataError(
             "refusing to shrink stored candles, nothing written:\n- " + "\n- ".join(lines) + "\nCheck the "
             "source (an empty or cut-short export, a file missing a symbol); to replace the window anyway, "
-            "ingest with allow_shrink=True."
+            "set CONVTRADE_ALLOW_SHRINK=true (or `allow_shrink: true` in the run's settings config)."
         )
     replaced = _replace(warehouse, "raw.candles", frame, symbols, start, end, intervals)
     series = [(s, i) for s in symbols for i in intervals]

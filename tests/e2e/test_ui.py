@@ -124,7 +124,7 @@ def test_graphql_materializes_the_market_and_features_and_turns_a_schedule_on(da
         "... on LaunchRunSuccess { run { runId } } ... on PythonError { message } "
         "... on RunConfigValidationInvalid { errors { message } } } }",
         {"p": {"selector": {**LOCATION, "jobName": "daily_refresh"},
-               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": START}]}}})["launchRun"]
+               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": START[:8] + "01"}]}}})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     assert client.wait_run(launched["run"]["runId"]) == "SUCCESS"
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:

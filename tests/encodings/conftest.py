@@ -6,15 +6,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.partitions import daily_partitions
+from assets.partitions import first_partition_keys
 from assets.resources import SettingsResource, default_resources
 
 
 def synthetic_market(folder, days: int, market_assets: list) -> dict:
-    """Resources over ``folder`` after materializing ``market_assets`` for the first ``days`` daily partitions."""
+    """Resources over ``folder`` after materializing ``market_assets`` over the first monthly
+    partitions that hold ``days`` days (so at least ``days`` days)."""
     resources = default_resources(SettingsResource(data_dir=str(folder), source="synthetic",
                                                    symbols="BTCUSDT,ETHUSDT"))
-    keys = daily_partitions.get_partition_keys()[:days]
+    keys = first_partition_keys(days)
     result = dg.materialize(market_assets, resources=resources,
                             tags={"dagster/asset_partition_range_start": keys[0],
                                   "dagster/asset_partition_range_end": keys[-1]})

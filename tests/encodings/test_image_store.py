@@ -28,7 +28,7 @@ def warehouse_with_labels(tmp_path_factory, make_synthetic_market, make_labels):
 def test_image_store_joins_images_to_labels(warehouse_with_labels):
     wh, settings, labels = warehouse_with_labels
     store = build_image_store(wh, settings, "candlestick_5", horizon=1)
-    n_bars = 5 * 24
+    n_bars = wh.query("select count(*) as n from raw.candles where symbol = 'BTCUSDT' and interval = '60'")["n"][0]
     history = store.window
     assert store.symbols == ["BTCUSDT", "ETHUSDT"] and store.channels[-2:] == ["symbol_BTCUSDT", "symbol_ETHUSDT"]
     # per symbol: bars without an image (the first history - 1), the last bar's unknown label

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets import features as feature_assets
-from assets.partitions import daily_partitions
+from assets.partitions import market_partitions
 from pipeline.features.candle_features import compute_candle_features
 from pipeline.features.columns import MODEL_INPUT_COLUMNS
 from pipeline.quality.features_suite import validate_model_inputs
@@ -36,18 +36,19 @@ def test_assets_keys_groups_lineage_and_checks():
 
 
 def test_materialize_two_partitions(helpers, tmp_path):
-    keys = daily_partitions.get_partition_keys()
-    assert len(keys) >= 3, "the daily partitions need at least 3 days"
-    day = dt.datetime.fromisoformat(keys[1])
+    keys = market_partitions.get_partition_keys()[:2]
+    windows = [market_partitions.time_window_for_partition_key(k) for k in keys]
+    days = [(w.end - w.start).days for w in windows]
+    first = dt.datetime.fromisoformat(keys[0])
     candles = pl.concat(
         [
-            helpers["random_walk"](symbol, day - dt.timedelta(days=30), 24 * 33, "60", seed=seed)
+            helpers["random_walk"](symbol, first - dt.timedelta(days=30), 24 * (30 + sum(days)), "60", seed=seed)
             for seed, symbol in enumerate(("BTCUSDT", "ETHUSDT"))
         ]
     )
     warehouse = helpers["load_candles"](tmp_path / "warehouse.duckdb", candles)
     resources = all_resources(SettingsResource(data_dir=str(warehouse.path.parent)))
-    for key in keys[1:3]:
+    for key, n_days in zip(keys, days):
         result = dg.materialize(
             [feature_assets.feature_models, feature_assets.candle_features_expectations],
             partition_key=key,
@@ -67,12 +68,13 @@ def test_materialize_two_partitions(helpers, tmp_path):
             "labels_direction_accepted",
         } <= names
         gx = [c for c in checks if c.check_name == "model_inputs_expectations"]
-        assert len(gx) == 1 and gx[0].metadata["rows_checked"].value == 48  # one day, two symbols
+        assert len(gx) == 1 and gx[0].metadata["rows_checked"].value == 48 * n_days  # the month, two symbols
+        assert gx[0].metadata["days_checked"].value == 2 * n_days
 
     per_day = warehouse.query(
         "select cast(ts as date) as day, count(*) as n from features.candle_features group by 1 order by 1"
     )
-    assert per_day["n"].max() == 48 and per_day.height == 33
+    assert per_day["n"].max() == 48 and per_day.height == 30 + sum(days)
 
 
 def test_suite_names_the_bad_column(helpers):

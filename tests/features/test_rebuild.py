@@ -44,7 +44,9 @@ def test_partition_rebuilds_are_bit_identical_and_leave_no_temp_tables(candles, 
     shutil.copy(clean.path, rebuilt_path)
 
     day = dt.datetime(2025, 11, 10)
-    run_dbt(["build"], rebuilt_path, day, day + DAY, gaps=GAPS)  # one partition alone, as the daily job runs it
+    month = (day.replace(day=1), dt.datetime(2025, 12, 1))
+    run_dbt(["build"], rebuilt_path, *month, gaps=GAPS)  # one monthly partition alone, as the daily refresh runs it
+    run_dbt(["run", "--select", "candle_features", "labels"], rebuilt_path, day, day + DAY, gaps=GAPS)  # any window
     run_dbt(["run", "--select", "candle_features", "labels"], rebuilt_path, day - DAY, day + 2 * DAY, gaps=GAPS)  # backfill
     last = candles["ts"].max().replace(hour=0)
     run_dbt(["run", "--select", "candle_features", "labels"], rebuilt_path, last, last + DAY, gaps=GAPS)  # the newest day

@@ -1,6 +1,6 @@
 """Dagster: models/<architecture> assets, their blocking check, model backtests and the comparison, end to end.
 
-The synthetic market (the offline default) for two symbols and 70 days goes
+The synthetic market (the offline default) for two symbols and two months (61 days) goes
 through the real market and dbt assets; two architectures are trained tiny
 (window 16, two folds, one epoch) by their assets, then traded and compared.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from assets import backtests, features, market, training
 from assets.definitions import all_resources, partition_range_tags
-from assets.partitions import daily_partitions
+from assets.partitions import first_partition_keys
 from assets.resources import SettingsResource
 from pipeline.training.walk_forward import IMAGE_MODELS, SEQUENCE_ARCHITECTURES
 from pipeline.warehouse import Warehouse
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     for key, value in TINY.items():
         mp.setenv(key, value)
     resources = all_resources(SettingsResource(data_dir=str(data_dir), symbols="BTCUSDT,ETHUSDT"))
-    keys = daily_partitions.get_partition_keys()[:70]
+    keys = first_partition_keys(60)  # two months
     partitioned = [market.raw_candles, market.raw_funding, features.feature_models]
     assert dg.materialize(partitioned, resources=resources, tags=partition_range_tags(keys[0], keys[-1])).success
     models = [a for a in training.MODEL_ASSETS if a.key.path[1] in ARCHS]
