@@ -58,9 +58,15 @@ class GlobalAverage(nn.Module):
         return x.flatten(2).mean(-1)
 
 
+class AverageAndLast(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(-1), x[:, :, -1]], dim=1)
+
+
 def plain_network(model) -> nn.Sequential:
     """The model's layers as a bare nn.Sequential returning the 6 raw head numbers."""
-    pool = {"last": LastStep(), "avg": GlobalAverage(), "none": nn.Identity()}[model.head.pooling]
+    pool = {"last": LastStep(), "avg": GlobalAverage(), "avg_last": AverageAndLast(),
+            "none": nn.Identity()}[model.head.pooling]
     drop = [nn.Dropout(model.head.dropout.p)] if model.head.dropout.p > 0 else []
     return nn.Sequential(copy.deepcopy(model.body), pool, *drop, copy.deepcopy(model.head.linear))
 

@@ -69,7 +69,7 @@ def build(cfg: ConvNeXt1dConfig) -> ZooModel:
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
     min_length = cfg.stem_kernel * 2 ** (len(cfg.dims) - 1)
-    return ZooModel(cfg, body, MultiTaskHead(cfg.dims[-1], "avg"), causal=False, kind="sequence",
+    return ZooModel(cfg, body, MultiTaskHead(cfg.dims[-1], "avg_last"), causal=False, kind="sequence",
                     min_length=min_length)
 
 

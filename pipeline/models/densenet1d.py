@@ -104,7 +104,7 @@ def build(cfg: DenseNet1dConfig) -> ZooModel:
     mods += [nn.BatchNorm1d(c), nn.ReLU(inplace=True)]
     body = nn.Sequential(*mods)
     kaiming_init(body)
-    return ZooModel(cfg, body, MultiTaskHead(c, "avg"), causal=False, kind="sequence",
+    return ZooModel(cfg, body, MultiTaskHead(c, "avg_last"), causal=False, kind="sequence",
                     min_length=4 * 2 ** (len(cfg.blocks) - 1))
 
 

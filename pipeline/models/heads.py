@@ -43,25 +43,32 @@ def split_head(raw: torch.Tensor, dim: int = 1) -> HeadOutput:
 class MultiTaskHead(nn.Module):
     """Pool a feature map and predict the four targets.
 
-    ``pooling="avg"`` averages every position (non-causal models);
+    ``pooling="avg"`` averages every position (image models);
     ``pooling="last"`` takes the last time step (causal models, so a window's
-    prediction depends on nothing after its end). ``pooling="none"`` expects
-    an already flat (B, C) vector.
+    prediction depends on nothing after its end); ``pooling="avg_last"``
+    concatenates the average over every position with the last time step
+    (non-causal sequence models: the window's summary and its newest bars,
+    where a forecast's signal is freshest), so the linear map reads 2·C
+    numbers. ``pooling="none"`` expects an already flat (B, C) vector.
     """
+
+    POOLINGS = ("avg", "last", "avg_last", "none")
 
     def __init__(self, in_features: int, pooling: str = "avg", dropout: float = 0.0):
         super().__init__()
-        if pooling not in ("avg", "last", "none"):
-            raise ValueError(f"MultiTaskHead: pooling must be 'avg', 'last' or 'none', got {pooling!r}")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"MultiTaskHead: pooling must be one of {self.POOLINGS}, got {pooling!r}")
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(in_features, HEAD_WIDTH)
+        self.linear = nn.Linear(2 * in_features if pooling == "avg_last" else in_features, HEAD_WIDTH)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         if self.pooling == "last":
             return features[:, :, -1]
         if self.pooling == "avg":
             return features.flatten(2).mean(-1)
+        if self.pooling == "avg_last":
+            return torch.cat([features.mean(-1), features[:, :, -1]], dim=1)
         return features
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +80,8 @@ class MultiTaskHead(nn.Module):
 
     def per_step(self, features: torch.Tensor) -> HeadOutput:
         """Outputs at every time step of a (B, C, T) map: (B, 3, T) and (B, T)."""
+        if self.pooling == "avg_last":
+            raise ValueError("MultiTaskHead: per-step outputs need a per-position head, not pooling 'avg_last'")
         raw = self.linear(self._drop(features.transpose(1, 2))).transpose(1, 2)
         return split_head(raw, dim=1)
 

@@ -91,7 +91,7 @@ def build(cfg: InceptionConfig) -> ZooModel:
         cin, i = c, i + n
     body = nn.Sequential(*blocks)
     kaiming_init(body)
-    return ZooModel(cfg, body, MultiTaskHead(cin, "avg"), causal=False, kind="sequence")
+    return ZooModel(cfg, body, MultiTaskHead(cin, "avg_last"), causal=False, kind="sequence")
 
 
 VARIANTS = {

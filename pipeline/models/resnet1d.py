@@ -142,7 +142,7 @@ class ResNet1dConfig:
 def build(cfg: ResNet1dConfig) -> ZooModel:
     body, width = resnet_body(1, cfg.in_channels, cfg.block, cfg.layers, cfg.widths, cfg.stem_channels,
                               cfg.stem_kernel, se=cfg.se, multiscale=cfg.multiscale)
-    return ZooModel(cfg, body, MultiTaskHead(width, "avg", cfg.dropout), causal=False, kind="sequence")
+    return ZooModel(cfg, body, MultiTaskHead(width, "avg_last", cfg.dropout), causal=False, kind="sequence")
 
 
 _PUBLISHED = dict(widths=(64, 128, 256, 512), stem_channels=64)

@@ -1,6 +1,7 @@
 """The shared multi-task head against an independent numpy computation."""
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.models.heads import MultiTaskHead, split_head
@@ -43,3 +44,30 @@ def test_head_dropout_is_identity_at_zero_and_active_when_set():
     assert not torch.equal(dropping(feats).expected_return, raw[:, 3])
     dropping.eval()
     assert torch.equal(dropping(feats).expected_return, raw[:, 3])
+
+
+def test_avg_last_pooling_reads_the_window_mean_and_its_newest_step():
+    torch.manual_seed(1)
+    feats = torch.randn(4, 5, 9, dtype=torch.float64)
+    head = MultiTaskHead(5, "avg_last").double()
+    assert head.linear.in_features == 10
+    f = feats.numpy()
+    pooled = np.concatenate([f.mean(-1), f[:, :, -1]], axis=1)  # the slow, obvious way
+    np.testing.assert_allclose(head.pool(feats).numpy(), pooled, rtol=1e-12, atol=1e-12)
+    raw = pooled @ head.linear.weight.detach().numpy().T + head.linear.bias.detach().numpy()
+    with torch.no_grad():
+        got = head(feats)
+    for out, ref in zip(got, _reference(raw)):
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-12, atol=1e-12)
+    newest = feats.clone()
+    newest[:, :, -1] += 1.0  # the same mean shift placed anywhere else moves only the mean half
+    middle = feats.clone()
+    middle[:, :, 4] += 1.0
+    assert not torch.equal(head.pool(newest), head.pool(middle))
+    with pytest.raises(ValueError, match="avg_last"):
+        head.per_step(feats)
+
+
+def test_unknown_pooling_is_rejected_by_name():
+    with pytest.raises(ValueError, match="'max'"):
+        MultiTaskHead(4, "max")

@@ -106,7 +106,7 @@ def test_convnext1d_parameter_count_closed_form(variant):
             expected += 2 * d[i - 1] + d[i - 1] * dim * 2 + dim  # LayerNorm + conv k=2 s=2
         # depthwise k=7 (+bias), LayerNorm, 1×1 ×4 (+bias), 1×1 back (+bias), layer scale
         expected += depth * (dim * cfg.kernel_size + dim + 2 * dim + 4 * dim * dim + 4 * dim + 4 * dim * dim + dim + dim)
-    expected += 2 * d[-1] + 6 * d[-1] + 6  # final LayerNorm + head
+    expected += 2 * d[-1] + 6 * 2 * d[-1] + 6  # final LayerNorm + head (reads the average and the newest step)
     assert count_parameters(model) == expected
 
 
@@ -121,7 +121,7 @@ def test_densenet_variant_sizes():
     assert counts == sorted(counts) and counts[0] < 200_000 < counts[-1]
     model = on_meta("densenet1d", "small")
     # transitions compress the channel count by θ = 0.5: 48 + 6·24 = 192 → 96; 96 + 12·24 = 384 → 192; + 8·24
-    assert model.head.linear.in_features == 192 + 8 * 24
+    assert model.head.linear.in_features == 2 * (192 + 8 * 24)  # the head reads the average and the newest step
 
 
 def test_tcn_flops_closed_form():
