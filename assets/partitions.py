@@ -44,13 +44,15 @@ market_partitions = dg.MonthlyPartitionsDefinition(
 def partition_window(context) -> tuple[dt.datetime, dt.datetime] | tuple[None, None]:
     """The run's [start, end) as naive UTC datetimes: one month, or a whole single-run backfill.
 
-    The first month starts at ``CONVTRADE_START``. ``(None, None)`` when the run has no partition
-    (e.g. a check run on its own).
+    The first month starts at ``CONVTRADE_START``; the month in progress ends with today (UTC), so
+    the run's log and metadata name the days it can hold. ``(None, None)`` when the run has no
+    partition (e.g. a check run on its own).
     """
     if not context.has_partition_key and not context.has_partition_key_range:
         return None, None
     window = context.partition_time_window
-    return max(utc_naive(window.start), utc_naive(HISTORY_START)), utc_naive(window.end)
+    tomorrow = utc_naive(dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1))
+    return max(utc_naive(window.start), utc_naive(HISTORY_START)), min(utc_naive(window.end), tomorrow)
 
 
 def first_partition_keys(days: int) -> list[str]:

@@ -281,3 +281,20 @@ def test_a_cut_short_export_fails_the_asset_unless_the_run_allows_shrinking(tmp_
     assert wh.query("select * from raw.candles order by all").equals(stored)  # ingested_at included
     assert run(allow_shrink=True).success
     assert wh.query("select count(*) as n from raw.candles")["n"][0] == hours // 2
+
+
+def test_partition_windows_start_at_the_history_and_end_with_today():
+    from types import SimpleNamespace
+
+    from assets.partitions import HISTORY_START, partition_window
+
+    def window(key):
+        return partition_window(SimpleNamespace(has_partition_key=True, has_partition_key_range=False,
+                                                partition_time_window=market_partitions.time_window_for_partition_key(key)))
+
+    keys = market_partitions.get_partition_keys()
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert keys[0] == HISTORY_START.replace(day=1).isoformat() and keys[-1] == today.replace(day=1).isoformat()
+    assert window(keys[0])[0] == dt.datetime.combine(HISTORY_START, dt.time())
+    assert window(keys[1]) == (dt.datetime.fromisoformat(keys[1]), dt.datetime.fromisoformat(keys[2]))
+    assert window(keys[-1]) == (dt.datetime.fromisoformat(keys[-1]), dt.datetime.combine(today + dt.timedelta(days=1), dt.time()))
