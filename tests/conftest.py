@@ -26,6 +26,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster on one torch thread (no OpenMP hand-offs), and the suite shares 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """The folder of real Bybit exports; the test skips cleanly when it is absent."""
     if not (SHARED_DATA / "bybit_BTCUSDT_60.csv.gz").exists():

@@ -27,13 +27,7 @@ from pipeline.training.walk_forward import (IMAGE_MODELS, PRETRAINED_IMAGE_MODEL
 H_MS = 3_600_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """As in tests/models: tiny models run faster on one thread, and the suite shares 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_nt_xent_matches_an_independent_formula():

@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny test models run faster on one thread (no OpenMP hand-offs) and the suite shares 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every model test on one torch thread (the fixture in tests/conftest.py)."""
     yield
-    torch.set_num_threads(before)
