@@ -1,11 +1,15 @@
 """From the warehouse to image files: one function call per encoding (what the Dagster assets run).
 
-``build_encoding(warehouse, settings, name)`` reads the raw candles (or
+``build_encoding(warehouse, settings, name, window)`` reads the raw candles (or
 order-book snapshots) of every configured symbol and interval, one query per
 series, cuts the windows that end at each bar (skipping every window that
 spans a missing step of the candle grid: no image is drawn across a gap),
 encodes them in chunks and writes them with
-:func:`pipeline.encodings.store.write_encoding`.
+:func:`pipeline.encodings.store.write_encoding`. With a ``window`` (a monthly
+partition run, or a range of them) only the images whose ts lies in the UTC
+months the window touches are built and written, one file per month; the
+look-back they need (``history - 1`` bars or snapshots before the first month)
+is read from the warehouse, so the images equal those of a whole-range build.
 
 The image at ``ts`` reads the ``history`` bars ending at ``ts`` (the candle
 opened at ``ts``, closed) and nothing later: :func:`series_images` builds
@@ -15,6 +19,7 @@ every window from ``rows[e - history + 1 : e + 1]``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +30,8 @@ from pipeline.encodings.gramian import GramianAngularField
 from pipeline.encodings.indicator_image import IndicatorImage
 from pipeline.encodings.markov import MarkovTransitionField
 from pipeline.encodings.orderbook_heatmap import OrderBookHeatmap, snapshot_windows
-from pipeline.encodings.store import SeriesImages, WrittenEncoding, write_encoding
+from pipeline.encodings.store import (SeriesImages, WrittenEncoding, month_name, month_start_ms, months_between,
+                                      write_encoding)
 from pipeline.market.timegrid import interval_ms
 from pipeline.training.datasets import valid_window_ends
 from pipeline.warehouse import ENCODING_NAMES
@@ -142,14 +148,25 @@ def encode_snapshots(name: str, ts_ms: np.ndarray, book: np.ndarray) -> tuple[np
     return si.ts_ms, si.encode(slice(None))
 
 
-def load_candles(warehouse, symbol: str, interval: str) -> tuple[np.ndarray, np.ndarray]:
+def load_candles(warehouse, symbol: str, interval: str, since: dt.datetime | None = None,
+                 until: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ts ms, OHLCV) of one series in ts order; ``since`` / ``until``: only bars in [since, until)."""
     if not warehouse.table_exists("raw.candles"):
         return np.zeros(0, dtype=np.int64), np.zeros((0, 5))
+    where, params = _span("symbol = ? and interval = ?", [symbol, interval], since, until)
     frame = warehouse.query(
-        "select epoch_ms(ts) as ts_ms, open, high, low, close, volume from raw.candles "
-        "where symbol = ? and interval = ? order by ts", [symbol, interval])
+        f"select epoch_ms(ts) as ts_ms, open, high, low, close, volume from raw.candles where {where} order by ts",
+        params)
     return frame["ts_ms"].to_numpy().astype(np.int64), frame.select(
         "open", "high", "low", "close", "volume").to_numpy().astype(np.float64)
+
+
+def _span(where: str, params: list, since, until) -> tuple[str, list]:
+    if since is not None:
+        where, params = where + " and ts >= ?", [*params, since]
+    if until is not None:
+        where, params = where + " and ts < ?", [*params, until]
+    return where, params
 
 
 def book_array(bid_px, bid_sz, ask_px, ask_sz) -> np.ndarray:
@@ -164,11 +181,20 @@ def book_array(bid_px, bid_sz, ask_px, ask_sz) -> np.ndarray:
     return out
 
 
-def load_snapshots(warehouse, symbol: str) -> tuple[np.ndarray, np.ndarray]:
+def load_snapshots(warehouse, symbol: str, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                   before: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(ts ms, book [S, 4, L]) of one symbol's snapshots in ts order: those in [since, until), plus the
+    ``before`` snapshots just before ``since`` (the look-back of the first images)."""
     if not warehouse.table_exists("raw.orderbook"):  # a source without order books (files) never wrote it
         return np.zeros(0, dtype=np.int64), np.zeros((0, 4, 0))
-    frame = warehouse.query("select epoch_ms(ts) as ts_ms, bid_px, bid_sz, ask_px, ask_sz from raw.orderbook "
-                            "where symbol = ? order by ts", [symbol])
+    cols = "epoch_ms(ts) as ts_ms, bid_px, bid_sz, ask_px, ask_sz"
+    where, params = _span("symbol = ?", [symbol], since, until)
+    sql = f"select {cols} from raw.orderbook where {where}"
+    if since is not None and before > 0:
+        sql = (f"select * from (select {cols} from raw.orderbook where symbol = ? and ts < ? order by ts desc "
+               f"limit {int(before)}) union all ({sql})")
+        params = [symbol, since, *params]
+    frame = warehouse.query(f"select * from ({sql}) order by ts_ms", params)
     book = book_array(*(frame[c].to_list() for c in ("bid_px", "bid_sz", "ask_px", "ask_sz")))
     return frame["ts_ms"].to_numpy().astype(np.int64), book
 
@@ -181,32 +207,54 @@ class EncodingBuild:
     skipped: list[str]
 
 
-def build_encoding(warehouse, settings, name: str, log: Callable[[str], None] = print) -> EncodingBuild:
-    """Every configured series of encoding ``name`` written under ``settings.artifacts_dir`` with its index."""
+def build_encoding(warehouse, settings, name: str, log: Callable[[str], None] = print,
+                   window: tuple[dt.datetime, dt.datetime] | None = None) -> EncodingBuild:
+    """Every configured series of encoding ``name`` written under ``settings.artifacts_dir`` with its index.
+
+    ``window`` ([start, end), naive UTC: a partition run's): only the UTC months it touches, whole, are
+    rebuilt (their files and index rows; other months' are untouched). ``None``: the whole history."""
     s = spec(name)
+    months = months_between(*window) if window is not None else None
+    if months is not None and not months:
+        raise ValueError(f"encoding {name}: the window {window[0]} .. {window[1]} holds no time")
+    # [first, last): the whole months written (naive UTC)
+    first, last = (np.datetime64(months[0], "us").item(), np.datetime64(months[-1] + 1, "us").item()) \
+        if months else (None, None)
     series, history, skipped = [], [], []
     if s.source == "orderbook":
-        inputs = [(symbol, SNAPSHOT_INTERVAL, *load_snapshots(warehouse, symbol)) for symbol in settings.symbols]
+        inputs = [(symbol, SNAPSHOT_INTERVAL, *load_snapshots(warehouse, symbol, first, last, s.history - 1))
+                  for symbol in settings.symbols]
     else:
-        inputs = [(symbol, interval, *load_candles(warehouse, symbol, interval))
-                  for symbol in settings.symbols for interval in settings.intervals]
+        lookback = [dt.timedelta(milliseconds=(s.history - 1) * interval_ms(iv)) for iv in settings.intervals]
+        inputs = [(symbol, interval, *load_candles(warehouse, symbol, interval,
+                                                   None if first is None else first - back, last))
+                  for symbol in settings.symbols for interval, back in zip(settings.intervals, lookback)]
     unit = "snapshots" if s.source == "orderbook" else "candles"
     for symbol, interval, ts, rows in inputs:
         if s.source == "orderbook":  # consecutive stored snapshots (the schedule that collected them decides)
             ends = np.arange(s.history - 1, ts.shape[0])
         else:
             ends = contiguous_window_ends(ts, interval_ms(interval), s.history)
+        if first is not None:  # the look-back rows only feed the first images of the window
+            ends = ends[ts[ends] >= month_start_ms(months[0])]
         history.append({"symbol": symbol, "interval": interval, unit: int(ts.shape[0]),
                         "first": _iso(ts[0]) if ts.size else "", "last": _iso(ts[-1]) if ts.size else "",
                         "images": int(ends.shape[0])})
         if ends.size == 0:
             skipped.append(f"{symbol} {interval}: {ts.shape[0]} {unit}, no gap-free run of the {s.history} "
-                           "an image needs")
+                           "an image needs" + (f" in {month_name(months[0])}..{month_name(months[-1])}" if months else ""))
+            # written too, empty: its months' old files and index rows go
+            series.append(SeriesImages(symbol, interval, np.zeros(0, dtype=np.int64), _no_images))
             continue
         series.append(series_images(s, symbol, interval, ts, rows, ends))
-    written = write_encoding(warehouse, Path(settings.artifacts_dir), name, s.shape, s.dtype, series)
-    log(f"encodings/{name}: {written.count} images of shape {written.shape} ({written.dtype})")
+    written = write_encoding(warehouse, Path(settings.artifacts_dir), name, s.shape, s.dtype, series, months=months)
+    span = f" in {', '.join(written.months)}" if written.months else ""
+    log(f"encodings/{name}: {written.count} images of shape {written.shape} ({written.dtype}){span}")
     return EncodingBuild(s, written, history, skipped)
+
+
+def _no_images(part: slice) -> np.ndarray:
+    raise AssertionError("a series without images is never encoded")
 
 
 def _iso(ms) -> str:

@@ -70,7 +70,9 @@ def test_image_model_trains_walk_forward_and_reloads(image_warehouse, name):
 
 
 def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_warehouse):
-    from pipeline.encodings.store import array_path, index_table
+    import shutil
+
+    from pipeline.encodings.store import index_table, series_dir
 
     wh, settings = image_warehouse
     config = TrainingConfig.from_settings(settings, "orderbook_net", n_folds=2, epochs=1, embargo=2,
@@ -81,7 +83,7 @@ def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_w
     def drop(symbol):  # as if the encoding had made no image of ``symbol`` (no order-book history)
         with wh.connect() as con:
             con.execute(f"delete from {index_table('orderbook_heatmap')} where symbol = ?", [symbol])
-        array_path(Path(settings.artifacts_dir), "orderbook_heatmap", symbol, "snapshot").unlink()
+        shutil.rmtree(series_dir(Path(settings.artifacts_dir), "orderbook_heatmap", symbol, "snapshot"))
 
     drop("ETHUSDT")
     store = build_image_store(wh, settings, "orderbook_heatmap", 1)

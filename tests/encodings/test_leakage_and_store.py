@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.encodings.build import ENCODINGS, encode_candles
-from pipeline.encodings.store import SeriesImages, open_images, write_encoding
+from pipeline.encodings.store import (SeriesImages, check_encoding, month_path, open_images, series_dir,
+                                      write_encoding)
 from pipeline.market.timegrid import interval_ms
 
 HOUR = interval_ms("60")
@@ -52,16 +53,25 @@ def test_no_image_spans_a_missing_bar():
     assert img.shape[0] == (150 - history + 1) + (n - 150 - history + 1)
 
 
-def _series(symbol, n, value, fail_at=None):
-    ts = np.arange(n, dtype=np.int64) * HOUR
+DAY = 24 * HOUR
+
+
+def _series(symbol, n, value, fail_at=None, step=HOUR, first=0):
+    """``n`` images from ts ``first`` every ``step``; pixel = value + position (``fail_at``: the encoder
+    raises once asked for a position from there on)."""
+    ts = first + np.arange(n, dtype=np.int64) * step
 
     def encode(part):
-        if fail_at is not None and part.start >= fail_at:
+        if fail_at is not None and part.stop > fail_at:
             raise RuntimeError("encoder crashed")
         k = part.stop - part.start
         return np.full((k, 1, 2, 3), value, dtype=np.float32) + np.arange(part.start, part.stop).reshape(-1, 1, 1, 1)
 
     return SeriesImages(symbol, "60", ts, encode)
+
+
+def _month(text):
+    return np.datetime64(text, "M")
 
 
 def test_write_replaces_file_and_index_together_and_a_crash_keeps_the_old(warehouse, tmp_path):
@@ -70,7 +80,8 @@ def test_write_replaces_file_and_index_together_and_a_crash_keeps_the_old(wareho
                              [_series("BTCUSDT", 10, 0.0), _series("ETHUSDT", 7, 100.0)], chunk=4)
     assert written.count == 17 and written.counts[("ETHUSDT", "60")] == 7
     index, images = open_images(warehouse, art, "gaf", "ETHUSDT", "60")
-    assert isinstance(images, np.memmap) and images.dtype == np.float16 and images.shape == (7, 1, 2, 3)
+    assert images.dtype == np.float16 and images.shape == (7, 1, 2, 3)
+    assert all(isinstance(p, np.memmap) for p in images.parts)  # memory-mapped month files, nothing copied
     assert index["row"].to_list() == list(range(7)) and (index["ts_ms"].to_numpy() == np.arange(7) * HOUR).all()
     np.testing.assert_array_equal(images[:, 0, 0, 0], 100.0 + np.arange(7))
     # a rerun replaces exactly its series: same rows, no duplicates
@@ -85,13 +96,94 @@ def test_write_replaces_file_and_index_together_and_a_crash_keeps_the_old(wareho
     index, images = open_images(warehouse, art, "gaf", "BTCUSDT", "60")
     assert index.height == 10
     np.testing.assert_array_equal(images, before)
-    assert not list((art / "encodings" / "gaf").glob(".*tmp*"))
+    assert not list((art / "encodings" / "gaf").rglob(".*tmp*"))
     # a wrong declared shape fails clearly
     with pytest.raises(ValueError, match="declared"):
         write_encoding(warehouse, art, "gaf", (1, 2, 4), np.float16, [_series("BTCUSDT", 3, 0.0)])
     # a file that disagrees with its index is refused with what to do
-    np.save(art / "encodings" / "gaf" / "BTCUSDT_60.npy", np.zeros((3, 1, 2, 3), np.float16))
-    with pytest.raises(ValueError, match="rematerialize"):
+    np.save(month_path(art, "gaf", "BTCUSDT", "60", _month("1970-01")), np.zeros((3, 1, 2, 3), np.float16))
+    with pytest.raises(ValueError, match="rematerialize encodings/gaf for the partition 1970-01-01"):
+        open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+
+
+def _month_state(warehouse, art, months):
+    """(file bytes, index rows) of each month of BTCUSDT 60 in ``months``."""
+    folder = series_dir(art, "gaf", "BTCUSDT", "60")
+    rows = warehouse.query("select strftime(ts, '%Y-%m') as m, ts, \"row\" from encodings.gaf_index "
+                           "where symbol = 'BTCUSDT' order by ts")
+    return {m: ((folder / f"{m}.npy").read_bytes(), rows.filter(rows["m"] == m)) for m in months}
+
+
+def test_a_month_write_rewrites_only_its_month(warehouse, tmp_path):
+    art = tmp_path / "artifacts"
+    whole = _series("BTCUSDT", 18, 0.0, step=5 * DAY)  # 1970-01-01 .. 1970-03-27: three months
+    month = np.asarray(whole.ts_ms).astype("datetime64[ms]").astype("datetime64[M]")
+    one_run = write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16, [whole], chunk=4)
+    assert one_run.months == [] and len(one_run.paths[("BTCUSDT", "60")]) == 3
+    _, all_at_once = open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+    all_at_once = np.array(all_at_once)
+    # month by month (the images of each month only) gives the same images and rows
+    for m in ("1970-01", "1970-02", "1970-03"):
+        keep = np.flatnonzero(month == _month(m))
+
+        def encode(part, keep=keep):
+            return whole.encode(slice(int(keep[part][0]), int(keep[part][-1]) + 1))
+
+        w = write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16,
+                           [SeriesImages("BTCUSDT", "60", whole.ts_ms[keep], encode)], months=[_month(m)], chunk=2)
+        assert w.rows_replaced == keep.size and w.months == [m]
+    index, images = open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+    assert [p.name for p in images.paths] == ["1970-01.npy", "1970-02.npy", "1970-03.npy"]
+    assert index["row"].to_list() == list(range(18)) and (index["ts_ms"].to_numpy() == whole.ts_ms).all()
+    assert np.array(images).tobytes() == all_at_once.tobytes()
+    assert images[[0, 17, 7]].tobytes() == all_at_once[[0, 17, 7]].tobytes()  # a gather across months
+
+    # February again, with other pixels: January's and March's bytes and rows stay as they were
+    before = _month_state(warehouse, art, ("1970-01", "1970-02", "1970-03"))
+    feb = np.flatnonzero(month == _month("1970-02"))
+    w = write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16,
+                       [_series("BTCUSDT", feb.size, 500.0, step=5 * DAY, first=int(whole.ts_ms[feb[0]]))],
+                       months=[_month("1970-02")])
+    assert w.rows_replaced == feb.size
+    after = _month_state(warehouse, art, ("1970-01", "1970-02", "1970-03"))
+    for m in ("1970-01", "1970-03"):
+        assert after[m][0] == before[m][0] and after[m][1].equals(before[m][1])
+    assert after["1970-02"][0] != before["1970-02"][0] and after["1970-02"][1].equals(before["1970-02"][1])
+    _, images = open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+    np.testing.assert_array_equal(images[feb, 0, 0, 0], 500.0 + np.arange(feb.size))
+    np.testing.assert_array_equal(np.array(images)[month != _month("1970-02")], all_at_once[month != _month("1970-02")])
+
+    # a crash in March while writing February and March leaves both months as they were, no temporary file
+    with pytest.raises(RuntimeError, match="crashed"):
+        write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16,
+                       [_series("BTCUSDT", 18 - feb[0], 9.0, step=5 * DAY, first=int(whole.ts_ms[feb[0]]), fail_at=8)],
+                       months=[_month("1970-02"), _month("1970-03")], chunk=2)
+    assert _month_state(warehouse, art, ("1970-01", "1970-02", "1970-03")).keys() == after.keys()
+    for m, (data, rows) in _month_state(warehouse, art, ("1970-01", "1970-02", "1970-03")).items():
+        assert data == after[m][0] and rows.equals(after[m][1])
+    assert not list(art.rglob(".*tmp*"))
+    # images outside the months written are refused before anything is written
+    with pytest.raises(ValueError, match="outside the months written"):
+        write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16, [whole], months=[_month("1970-02")])
+    # a month left without images loses its file and its rows; the others stay
+    w = write_encoding(warehouse, art, "gaf", (1, 2, 3), np.float16,
+                       [SeriesImages("BTCUSDT", "60", np.zeros(0, np.int64), whole.encode)],
+                       months=[_month("1970-02")])
+    assert w.rows_replaced == feb.size and [p.name for p in w.removed] == ["1970-02.npy"]
+    index, images = open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+    assert [p.name for p in images.paths] == ["1970-01.npy", "1970-03.npy"]
+    np.testing.assert_array_equal(np.array(images), all_at_once[month != _month("1970-02")])
+    assert index["row"].to_list() == list(range(images.shape[0]))
+    # a month file without index rows (renamed in before a crash) is refused, naming the partition
+    np.save(month_path(art, "gaf", "BTCUSDT", "60", _month("1970-02")), np.zeros((2, 1, 2, 3), np.float16))
+    with pytest.raises(ValueError, match="has no row of.*partition 1970-02-01"):
+        open_images(warehouse, art, "gaf", "BTCUSDT", "60")
+    passed, found = check_encoding(warehouse, art, "gaf")
+    assert not passed and "1970-02" in found["problems"][0]
+    # ... and so is a month whose file is gone
+    month_path(art, "gaf", "BTCUSDT", "60", _month("1970-02")).unlink()
+    month_path(art, "gaf", "BTCUSDT", "60", _month("1970-03")).unlink()
+    with pytest.raises(ValueError, match="no image file .*1970-03.npy"):
         open_images(warehouse, art, "gaf", "BTCUSDT", "60")
 
 
