@@ -16,11 +16,15 @@ LEDGER_KEY = dg.AssetKey(["signals", "paper_ledger"])
     key=LATEST_KEY,
     group_name="signals",
     pool="warehouse",
-    deps=[*MODEL_KEYS, dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["raw", "candles"])],
+    deps=[*MODEL_KEYS, dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["raw", "candles"]),
+          dg.AssetKey(["raw", "orderbook"])],
     description="Per symbol and architecture: the newest closed candle's prediction by the newest fold's model "
-                "(windows built as in training), its signal (+1 long, -1 short, 0 flat) and size by the fold's "
+                "(windows built as in training; an image model's images encoded now from raw.candles / "
+                "raw.orderbook by the encoding's code, checked against the stored encoding where it holds the "
+                "same ts, scaled as in training), its signal (+1 long, -1 short, 0 flat) and size by the fold's "
                 "edge rule (run over the fold's segment as the model backtest runs it), and the model's "
-                "confidence. Writes signals.latest.",
+                "confidence. Symbols without an image (the order-book model without a snapshot window in the "
+                "newest candle) are skipped with the reason. Writes signals.latest.",
 )
 def signals_latest(context: dg.AssetExecutionContext, settings: SettingsResource,
                    warehouse: WarehouseResource) -> dg.MaterializeResult:

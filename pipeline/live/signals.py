@@ -1,12 +1,26 @@
 """Live signals of the trained models and a paper ledger that trades them. No order is ever sent.
 
-**Signals** (:func:`latest_signals`), per sequence architecture and symbol (image models are
-skipped, with the reason, in :attr:`SignalsResult.skipped`): the newest
+**Signals** (:func:`latest_signals`), per architecture and symbol: the newest
 fold of the architecture in ``models.registry`` (the live model) predicts the
+bars since its stored out-of-sample predictions. A sequence model reads the
 windows of ``features.candle_features`` built as in training
 (:func:`pipeline.training.datasets.load_series` / ``build_window_store`` with
 the artifact's columns, symbols, window and horizon; a window with a warm-up or
-filled row, or across a missing bar, gets no prediction). The signal is that
+filled row, or across a missing bar, gets no prediction). An image model
+(``pipeline.training.walk_forward.IMAGE_MODELS``) reads each bar's image
+encoded now from the warehouse candles (or order-book snapshots) by the
+encoding's own code (:func:`pipeline.encodings.build.series_images`, the
+windows ``build_encoding`` cuts), so a signal never waits for the
+``encodings/*`` asset; where that asset already stored an image of the same ts,
+the two must be equal (else the symbol is skipped: the candles or the encoder
+changed since). The images are cast to the storage dtype, then scaled (pixels,
+the fold's saved CNN-TA row scaling) and given their symbol plane by an
+:class:`~pipeline.training.images.ImageStore`
+(:func:`~pipeline.training.images.inference_store`), exactly as in training. An
+order-book model signals only when a full snapshot window ends in the newest
+candle (:func:`~pipeline.training.images.bar_images`), else the symbol is
+skipped with the reason; so is a configured symbol the fold did not train on
+(e.g. the encoding made no image of it). The signal is that
 fold's :class:`~pipeline.backtest.signals.EdgeRule` (its registry metrics,
 :func:`pipeline.backtest.model_runs.edge_rule_of`) run over the fold's segment
 exactly as the model backtest runs it: from the fold's first test bar (its
@@ -14,7 +28,8 @@ stored ``predictions.oos``) through the bars since (predicted now) to the
 newest candle, so "hold while the expected move keeps its side" carries the
 same state. The newest bar's target gives the signal (+1 long, -1 short, 0
 flat) and the size (fraction of equity); the confidence is the model's
-confidence output at that bar.
+confidence output at that bar. A newest bar without a valid window (image) is
+flat, with the reason in :attr:`SignalsResult.skipped`.
 
 **Paper ledger** (:func:`book_paper_trades`), per architecture and symbol: one
 row per candle since the last booked one. Each new candle first marks the
@@ -31,6 +46,7 @@ stops; bars between two bookings hold the position.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -43,8 +59,12 @@ from pipeline.backtest.engine import execute_order
 from pipeline.backtest.model_runs import PROBA_COLUMNS, edge_rule_of
 from pipeline.backtest.risk import RiskRules
 from pipeline.backtest.signals import edge_targets, expected_move
+from pipeline.encodings.build import (SNAPSHOT_INTERVAL, contiguous_window_ends, load_candles, load_snapshots,
+                                      series_images, spec)
+from pipeline.encodings.store import CHUNK, open_images
 from pipeline.market.timegrid import interval_ms
 from pipeline.training.datasets import build_window_store, load_series, valid_window_ends
+from pipeline.training.images import bar_images, inference_store, row_scaling_of
 from pipeline.training.walk_forward import load_artifact, predict
 
 SIGNALS_TABLE = "signals.latest"
@@ -87,6 +107,132 @@ def _fresh_predictions(module, store, symbol_index: int, after_ms: int):
     return ts[keep], proba, conf
 
 
+def _datetime(ms) -> dt.datetime:
+    """Epoch ms as the warehouse's naive UTC datetime."""
+    return np.datetime64(int(ms), "ms").astype("datetime64[us]").item()
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal arrays, NaN equal to NaN (float images)."""
+    if a.shape != b.shape:
+        return False
+    if np.issubdtype(a.dtype, np.floating):
+        return bool(((a == b) | (np.isnan(a) & np.isnan(b))).all())
+    return bool((a == b).all())
+
+
+def _stale_stored_images(warehouse, settings, name: str, symbol: str, series_interval: str, image_ts: np.ndarray,
+                         images: np.ndarray) -> str | None:
+    """Compare freshly encoded images with the ones ``encodings/<name>`` stored at the same ts (when it holds any):
+    None when they agree (or none is stored), else what differs."""
+    try:
+        index, stored = open_images(warehouse, Path(settings.artifacts_dir), name, symbol, series_interval)
+    except FileNotFoundError:
+        return None  # the encoding never ran for this series: nothing to compare with
+    its = index["ts_ms"].to_numpy().astype(np.int64)
+    if its.size == 0 or image_ts.size == 0:
+        return None
+    pos = np.minimum(np.searchsorted(its, image_ts), its.size - 1)
+    hit = np.flatnonzero(its[pos] == image_ts)
+    if hit.size == 0:
+        return None
+    rows = index["row"].to_numpy().astype(np.int64)[pos[hit]]
+    order = np.argsort(rows, kind="stable")  # read the memmap in file order
+    kept = np.empty((rows.size, *stored.shape[1:]), dtype=stored.dtype)
+    kept[order] = stored[rows[order]]
+    for i in range(rows.size):
+        if not _same_pixels(kept[i], images[hit[i]]):
+            return (f"the {name} image encoded now at {np.datetime64(int(image_ts[hit[i]]), 'ms')} differs from "
+                    f"the stored one (row {int(rows[i])}): the candles or the encoder changed since "
+                    f"encodings/{name} ran; rematerialize it (and retrain) before trusting this model")
+    return None
+
+
+def _fresh_image_predictions(module_of, cfg: dict, warehouse, settings, symbol: str, interval: str,
+                             grid: np.ndarray, after_ms: int):
+    """(ts_ms, proba, confidence, reason) of the bars of ``grid`` after ``after_ms`` that have an image, each image
+    encoded now from the warehouse by the encoding's own code (:func:`pipeline.encodings.build.series_images`),
+    checked against the stored image of the same ts, scaled and given its symbol plane by an ImageStore as in
+    training. ``reason`` says why the symbol gets no signal (else None)."""
+    name = cfg["encoding"]
+    s = spec(name)
+    step = interval_ms(interval)
+    bars = grid[grid > after_ms]
+    none = (np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0))
+    if bars.size == 0:
+        return (*none, None)
+    if s.source == "orderbook":
+        series_interval = SNAPSHOT_INTERVAL
+        # the snapshots taken during the new bars, and the history - 1 before them (the windows' look-back)
+        src_ts, src = load_snapshots(warehouse, symbol, since=_datetime(bars[0]), before=s.history - 1)
+        all_ends = np.arange(s.history - 1, src_ts.shape[0])  # as build_encoding: consecutive stored snapshots
+        of_bar = bar_images(bars, src_ts[all_ends], step, snapshots=True)
+        if of_bar[-1] < 0:
+            newest = np.datetime64(int(src_ts[-1]), "ms") if src_ts.size else "none"
+            return (*none, f"no order-book snapshot window for the newest candle {np.datetime64(int(bars[-1]), 'ms')}"
+                           f" ({src_ts.shape[0]} snapshots stored, newest {newest}; a heatmap needs {s.history} "
+                           "ending in that bar)")
+        has = of_bar >= 0
+        bar_ts, ends = bars[has], all_ends[of_bar[has]]
+    else:
+        series_interval = interval
+        src_ts, src = load_candles(warehouse, symbol, interval, since=_datetime(bars[0] - (s.history - 1) * step))
+        ends = contiguous_window_ends(src_ts, step, s.history)
+        ends = ends[src_ts[ends] > after_ms]
+        bar_ts = src_ts[ends]
+    if ends.size == 0:
+        return (*none, None)
+    series = series_images(s, symbol, series_interval, src_ts, src, ends)
+    scaling = row_scaling_of(cfg.get("row_scaling"))
+    probas, confs = [], []
+    for i in range(0, ends.size, CHUNK):
+        part = slice(i, min(ends.size, i + CHUNK))
+        images = np.asarray(series.encode(part)).astype(s.dtype)  # what write_encoding stores
+        stale = _stale_stored_images(warehouse, settings, name, symbol, series_interval, series.ts_ms[part], images)
+        if stale:
+            return (*none, stale)
+        store = inference_store(name, {symbol: images}, list(cfg["symbols"]), scaling)
+        if list(store.input_shape) != list(cfg["input_shape"]):
+            return (*none, f"the {name} images now give model input {list(store.input_shape)}, the artifact was "
+                           f"trained on {cfg['input_shape']}: retrain")
+        proba, _, _, conf = predict(module_of(), store, np.arange(store.sample_rows.shape[0]))
+        probas.append(proba)
+        confs.append(conf)
+    return bar_ts, np.concatenate(probas), np.concatenate(confs), None
+
+
+def _signal_row(m: dict, rule, symbol: str, interval: str, grid: np.ndarray, mine: pl.DataFrame,
+                new_ts: np.ndarray, new_p: np.ndarray, new_conf: np.ndarray, skipped: list[str]) -> dict:
+    """The signals.latest row of one model and symbol: the fold's edge rule over its segment ``grid`` (stored
+    out-of-sample predictions ``mine``, then the fresh ones), read at the newest bar."""
+    proba = np.full((grid.size, 3), np.nan)
+    conf = np.full(grid.size, np.nan)
+    for ts_ms, p, c in ((mine["ts_ms"].to_numpy(), mine.select(PROBA_COLUMNS).to_numpy(),
+                         mine["confidence"].cast(pl.Float64).fill_null(np.nan).to_numpy()),
+                        (new_ts, new_p, new_conf)):
+        idx = np.searchsorted(grid, ts_ms)
+        ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == ts_ms)
+        proba[idx[ok]] = p[ok]
+        conf[idx[ok]] = c[ok]
+    target = float(edge_targets(proba, rule)[-1])
+    last = proba[-1]
+    known = bool(np.isfinite(last).all())
+    if not known:
+        what = "image" if m.get("encoding") else "window"
+        skipped.append(f"{m['model_id']} / {symbol}: the newest candle has no valid {what} "
+                       "(warm-up or a missing bar): flat")
+    return {
+        "symbol": symbol, "architecture": m["architecture"], "interval": interval,
+        "ts": np.datetime64(int(grid[-1]), "ms").astype("datetime64[us]").item(),
+        "signal": int(np.sign(target)), "size": abs(target),
+        "confidence": float(conf[-1]) if math.isfinite(conf[-1]) else None,
+        "p_down": float(last[0]) if known else None, "p_flat": float(last[1]) if known else None,
+        "p_up": float(last[2]) if known else None,
+        "expected_move": float(expected_move(last[None, :], rule.class_returns)[0]) if known else None,
+        "model_id": m["model_id"],
+    }
+
+
 def latest_signals(warehouse, settings) -> SignalsResult:
     """The newest candle's signal of every architecture and symbol (see the module docstring)."""
     interval = settings.intervals[0]
@@ -100,58 +246,55 @@ def latest_signals(warehouse, settings) -> SignalsResult:
             skipped.append(f"{m['model_id']}: no artifact at {path} (retrain {m['architecture']})")
             continue
         cfg = json.loads((path / "config.json").read_text())
-        if cfg.get("encoding"):
-            skipped.append(f"{m['model_id']}: an image model ({cfg['encoding']}): live signals are computed for "
-                           "the sequence models only (the newest image is not built per candle)")
-            continue
+        m = {**m, "encoding": cfg.get("encoding")}
         rule = edge_rule_of(m["metrics"], m["model_id"])
-        module = load_artifact(path)
         symbols = list(cfg["symbols"])
-        series = [load_series(warehouse, s, interval, cfg["horizon"], columns=cfg["feature_columns"]) for s in symbols]
-        # features whose rows carry warm-up NULLs are NaN in the store: set them apart from training's store
-        for s in series:
-            s.features[s.is_warmup] = np.nan
-        store = build_window_store(series, Path(settings.artifacts_dir) / "live", cfg["window"], cfg["horizon"],
-                                   columns=cfg["feature_columns"])
+        for symbol in settings.symbols:
+            if symbol not in symbols:
+                what = f"no {cfg['encoding']} image of it" if cfg.get("encoding") else "it was not configured"
+                skipped.append(f"{m['model_id']} / {symbol}: not among the symbols this fold trained on ({what} "
+                               "then): no signal until it is retrained")
         stored = warehouse.query(
             "select symbol, epoch_ms(ts) as ts_ms, p_down, p_flat, p_up, confidence from predictions.oos "
             "where model_id = ? order by ts", [m["model_id"]])
         test_start_ms = int(np.datetime64(m["test_start"], "ms").astype(np.int64))
+        if cfg.get("encoding"):
+            modules = []
+
+            def module_of():  # loaded once, only when some symbol has a new image to predict
+                if not modules:
+                    modules.append(load_artifact(path))
+                return modules[0]
+        else:
+            module = load_artifact(path)
+            series = [load_series(warehouse, s, interval, cfg["horizon"], columns=cfg["feature_columns"])
+                      for s in symbols]
+            # features whose rows carry warm-up NULLs are NaN in the store: set them apart from training's store
+            for s in series:
+                s.features[s.is_warmup] = np.nan
+            store = build_window_store(series, Path(settings.artifacts_dir) / "live", cfg["window"], cfg["horizon"],
+                                       columns=cfg["feature_columns"])
         for k, symbol in enumerate(symbols):
             if symbol not in settings.symbols:
                 continue
             mine = stored.filter(pl.col("symbol") == symbol)
             last_ms = int(mine["ts_ms"].max()) if mine.height else test_start_ms - 1
-            new_ts, new_p, new_conf = _fresh_predictions(module, store, k, last_ms)
-            grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
+            if cfg.get("encoding"):
+                grid = load_candles(warehouse, symbol, interval, since=_datetime(test_start_ms))[0]
+            else:
+                grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
             if grid.size == 0:
                 skipped.append(f"{m['model_id']} / {symbol}: no candle since the fold's first test bar")
                 continue
-            proba = np.full((grid.size, 3), np.nan)
-            conf = np.full(grid.size, np.nan)
-            for ts_ms, p, c in ((mine["ts_ms"].to_numpy(), mine.select(PROBA_COLUMNS).to_numpy(),
-                                 mine["confidence"].cast(pl.Float64).fill_null(np.nan).to_numpy()),
-                                (new_ts, new_p, new_conf)):
-                idx = np.searchsorted(grid, ts_ms)
-                ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == ts_ms)
-                proba[idx[ok]] = p[ok]
-                conf[idx[ok]] = c[ok]
-            target = float(edge_targets(proba, rule)[-1])
-            last = proba[-1]
-            known = bool(np.isfinite(last).all())
-            if not known:
-                skipped.append(f"{m['model_id']} / {symbol}: the newest candle's window is not valid "
-                               "(warm-up or a missing bar): flat")
-            out.append({
-                "symbol": symbol, "architecture": m["architecture"], "interval": interval,
-                "ts": np.datetime64(int(grid[-1]), "ms").astype("datetime64[us]").item(),
-                "signal": int(np.sign(target)), "size": abs(target),
-                "confidence": float(conf[-1]) if math.isfinite(conf[-1]) else None,
-                "p_down": float(last[0]) if known else None, "p_flat": float(last[1]) if known else None,
-                "p_up": float(last[2]) if known else None,
-                "expected_move": float(expected_move(last[None, :], rule.class_returns)[0]) if known else None,
-                "model_id": m["model_id"],
-            })
+            if cfg.get("encoding"):
+                new_ts, new_p, new_conf, reason = _fresh_image_predictions(
+                    module_of, cfg, warehouse, settings, symbol, interval, grid, last_ms)
+                if reason:
+                    skipped.append(f"{m['model_id']} / {symbol}: {reason}: no signal")
+                    continue
+            else:
+                new_ts, new_p, new_conf = _fresh_predictions(module, store, k, last_ms)
+            out.append(_signal_row(m, rule, symbol, interval, grid, mine, new_ts, new_p, new_conf, skipped))
     frame = pl.DataFrame(out) if out else pl.DataFrame()
     if frame.height:
         closes = warehouse.query(

@@ -23,6 +23,11 @@ of :mod:`pipeline.encodings.indicator_image` in ``gather``; and ``rows`` / ``n_f
 ``PIXELS_PER_IMAGE`` fixed pixels of each image ``r`` (positions drawn once
 from a seeded generator), so the per-channel median and IQR are those of the
 training images' pixels, and nothing outside ``r`` is read.
+
+:func:`inference_store` wraps images encoded elsewhere (the live signals encode the
+newest candles' images themselves) in an unlabelled ImageStore, so a fold's model
+reads them through the same ``gather`` (pixel scale, the artifact's saved row
+scaling, :func:`row_scaling_of`, and symbol planes) as in training.
 """
 
 from __future__ import annotations
@@ -140,6 +145,44 @@ class ImageStore:
         return out
 
 
+def pixel_scale(s) -> float:
+    """What ``gather`` multiplies the stored pixels of encoding spec ``s`` by: 1/255 for uint8 charts, else 1."""
+    return 1.0 / 255.0 if np.dtype(s.dtype) == np.uint8 else 1.0
+
+
+def row_scaling_of(config: dict | None) -> IndicatorScaling | None:
+    """The fold's CNN-TA row scaling from its artifact's ``row_scaling`` entry (``as_config``), None for none."""
+    if not config:
+        return None
+    if config.get("kind") != "percentile_minmax":
+        raise ValueError(f"row_scaling: unknown kind {config.get('kind')!r} (known: percentile_minmax)")
+    return IndicatorScaling(np.asarray(config["low"], dtype=np.float32), np.asarray(config["high"], dtype=np.float32))
+
+
+def inference_store(name: str, images: dict[str, np.ndarray], symbols: list[str],
+                    row_scaling: IndicatorScaling | None = None) -> ImageStore:
+    """An unlabelled ImageStore over in-memory images of encoding ``name`` (``images[symbol]``: [n, C, H, W] in the
+    encoding's storage dtype), its symbol planes in the order of ``symbols`` (the artifact's): what a fold's model
+    reads at inference (live signals), so ``gather`` scales the pixels and sets the planes exactly as in training.
+    Its samples are every image, series after series in ``symbols`` order."""
+    s = spec(name)
+    empty = np.zeros((0, *s.shape), dtype=s.dtype)
+    arrays = [np.asarray(images.get(sym, empty)) for sym in symbols]
+    for sym, a in zip(symbols, arrays):
+        if a.shape[1:] != tuple(s.shape):
+            raise ValueError(f"inference_store {name}: {sym} images have shape {a.shape[1:]}, "
+                             f"the encoding's is {tuple(s.shape)}")
+    offsets = np.cumsum([0] + [a.shape[0] for a in arrays]).astype(np.int64)
+    n = int(offsets[-1])
+    ts = np.zeros(n, dtype=np.int64)
+    return ImageStore(
+        name=name, arrays=arrays, offsets=offsets, image_shape=tuple(s.shape), scale=pixel_scale(s),
+        symbols=list(symbols), window=s.history, horizon=0, sample_rows=np.arange(n, dtype=np.int64),
+        sample_ts_ms=ts, sample_symbol=np.repeat(np.arange(len(arrays)), np.diff(offsets)),
+        label_class=np.full(n, -1, dtype=np.int64), fwd_return=np.full(n, np.nan),
+        fwd_volatility=np.full(n, np.nan), dropped={}, fingerprint="inference", row_scaling=row_scaling)
+
+
 def bar_images(grid_ts: np.ndarray, image_ts: np.ndarray, step_ms: int, snapshots: bool) -> np.ndarray:
     """Index into ``image_ts`` of the image each bar of ``grid_ts`` sees (-1: none).
 
@@ -220,7 +263,7 @@ def build_image_store(warehouse, settings, name: str, horizon: int) -> ImageStor
         for arr in (img_ts, cls, ret, vol, np.ascontiguousarray(probe)):
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update(symbol.encode())
-    scale = 1.0 / 255.0 if np.dtype(s.dtype) == np.uint8 else 1.0
+    scale = pixel_scale(s)
     if not symbols:
         rows_l, ts_l, sym_l, cls_l = ([np.zeros(0, dtype=np.int64)] for _ in range(4))
         ret_l, vol_l = [np.zeros(0)], [np.zeros(0)]

@@ -4,7 +4,10 @@ Two symbols, 700 hourly candles (a random walk) and planted model-input
 features (standard normal; the first 20 rows are warm-up, NULL); labels from
 the next close. ``tcn`` is trained tiny (window 16, two folds, one epoch) by
 the real walk-forward code and stored in models.registry / predictions.oos.
-``extend`` appends candles after training (the "live" bars).
+``extend`` appends candles after training (the "live" bars). For the image models:
+``add_symbol`` adds a short series (too short for an image), ``add_snapshots``
+one top-5 order-book snapshot in every bar, and ``train_image_model`` builds a
+model's encoding and trains it tiny (same recipe as ``tcn``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Settings
+from pipeline.encodings.build import build_encoding
 from pipeline.features.columns import MODEL_INPUT_COLUMNS
-from pipeline.training.walk_forward import TrainingConfig, store_training, train_architecture
+from pipeline.training.walk_forward import IMAGE_MODELS, TrainingConfig, store_training, train_architecture
 from pipeline.warehouse import Warehouse
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
@@ -78,3 +82,37 @@ def extend(wh: Warehouse, n: int, seed: int = 1) -> None:
         first = int((row["ts"] - START).total_seconds() // 3600) + 1
         parts.append(_rows(row["symbol"], first, n, rng, row["close"]))
     _write(wh, pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts]))
+
+
+def add_symbol(wh: Warehouse, symbol: str, n: int, seed: int = 2) -> None:
+    """A new symbol with ``n`` candles (and feature rows) from START."""
+    _write(wh, *_rows(symbol, 0, n, np.random.default_rng(seed), 50.0))
+
+
+def add_snapshots(wh: Warehouse, symbols, first_hour: int, n: int, seed: int = 3) -> None:
+    """One top-5 snapshot 30 minutes into each of the bars ``first_hour .. first_hour + n - 1``, around that
+    bar's close."""
+    rng = np.random.default_rng(seed)
+    ts = [START + dt.timedelta(hours=first_hour + i, minutes=30) for i in range(n)]
+    frames = []
+    for symbol in symbols:
+        close = wh.query("select ts, close from raw.candles where symbol = ? and ts >= ? and ts < ? order by ts",
+                         [symbol, START + dt.timedelta(hours=first_hour),
+                          START + dt.timedelta(hours=first_hour + n)])["close"].to_numpy()
+        steps = np.arange(1, 6) * 0.002
+        frames.append(pl.DataFrame({
+            "symbol": symbol, "ts": ts,
+            "bid_px": [list(c * (1 - steps)) for c in close], "bid_sz": [list(rng.lognormal(0, 1, 5)) for _ in close],
+            "ask_px": [list(c * (1 + steps)) for c in close], "ask_sz": [list(rng.lognormal(0, 1, 5)) for _ in close],
+            "source": "synthetic"}))
+    with wh.connect() as con:
+        con.register("o", pl.concat(frames))
+        con.execute("insert into raw.orderbook by name select * from o")
+
+
+def train_image_model(wh: Warehouse, settings: Settings, architecture: str) -> None:
+    """Build the encoding of image model ``architecture`` and train it tiny (the ``tcn`` recipe)."""
+    build_encoding(wh, settings, IMAGE_MODELS[architecture][1], log=lambda _: None)
+    tiny = {k: v for k, v in TINY.items() if k not in ("architecture", "window")}
+    config = TrainingConfig.from_settings(settings, architecture, **tiny)
+    store_training(wh, train_architecture(wh, settings, config, log=lambda _: None))

@@ -1,6 +1,7 @@
 """Live signals and the paper ledger on a tiny trained model: the newest candle's prediction equals the model on
 the naive window, the signal follows the fold's edge rule, paper trades pay the cost model and are marked to
-market, rebooking adds nothing, and the two assets materialize."""
+market, rebooking adds nothing, and the two assets materialize. The image models' signals:
+test_image_signals.py."""
 
 from __future__ import annotations
 
@@ -133,17 +134,3 @@ def test_signals_assets_write_the_tables(live):
     meta = again.asset_materializations_for_node("signals__paper_ledger")[0].metadata
     assert meta["rows_booked"].value == 0 and "tcn" in meta["ledger"].value
 
-
-def test_image_models_are_skipped_with_the_reason(live, tmp_path):
-    wh, settings = live
-    (tmp_path / "config.json").write_text(json.dumps({"encoding": "gaf", "model": "resnet2d"}))
-    row = wh.query("select * from models.registry order by fold desc limit 1").with_columns(
-        pl.lit("resnet2d_gaf-fold1").alias("model_id"), pl.lit("resnet2d_gaf").alias("architecture"),
-        pl.lit(str(tmp_path)).alias("artifact_path"))
-    wh.replace_rows("models.registry", row, "model_id = ?", ["resnet2d_gaf-fold1"])
-    try:
-        result = latest_signals(wh, settings)
-        assert set(result.signals["architecture"]) == {"tcn"}
-        assert any("resnet2d_gaf-fold1: an image model (gaf)" in s for s in result.skipped)
-    finally:
-        wh.replace_rows("models.registry", row.clear(), "model_id = ?", ["resnet2d_gaf-fold1"])
