@@ -1,7 +1,8 @@
-"""Live signals of the image models on tiny trained cnn_ta (indicator images, row scaling) and orderbook_net
-(order-book heatmaps): the newest candle's signal equals the stored artifact run by hand on the stored image of that
-candle, the image is encoded afresh (no wait for the encodings asset) and must equal a stored one, symbols without
-images are skipped with the reason, and the paper ledger books the image models' signals."""
+"""Live signals of the image models on tiny trained cnn_ta (float16 indicator images, row scaling),
+resnet2d_candlestick (uint8 charts) and orderbook_net (order-book heatmaps): the newest candle's signal equals
+the stored artifact run by hand on the stored image of that candle, the image is encoded afresh (no wait for
+the encodings asset) and must equal a stored one, symbols without images are skipped with the reason, and the
+paper ledger books the image models' signals."""
 
 from __future__ import annotations
 
@@ -23,15 +24,15 @@ from pipeline.live.signals import INITIAL_EQUITY, latest_signals
 from pipeline.training.walk_forward import IMAGE_MODELS, load_artifact
 from tests.live.conftest import SYMBOLS, add_snapshots, add_symbol, build, extend, train_image_model
 
-SHORT = "CCCUSDT"  # 40 candles, no snapshot: no image of either encoding
+SHORT = "CCCUSDT"  # 15 candles (fewer than any image reads), no snapshot: no image of it
 BARS, NEW = 700, 5
-IMAGE_ARCHS = ("cnn_ta", "orderbook_net")
+IMAGE_ARCHS = ("cnn_ta", "orderbook_net", "resnet2d_candlestick")
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     wh, settings = build(tmp_path_factory.mktemp("live_images") / "warehouse.duckdb", bars=BARS)
-    add_symbol(wh, SHORT, 40)
+    add_symbol(wh, SHORT, 15)
     add_snapshots(wh, SYMBOLS, 0, BARS)
     settings = Settings(data_dir=settings.data_dir, symbols=(*SYMBOLS, SHORT))
     for arch in IMAGE_ARCHS:
@@ -52,7 +53,8 @@ def _by_hand(wh, settings, arch, symbol, bar_ms):
     the encoding's file and index, scaled from the artifact's config, one plane per trained symbol."""
     _, path = _newest_fold(wh, arch)
     cfg = json.loads((path / "config.json").read_text())
-    name = IMAGE_MODELS[arch][1]
+    name = cfg["encoding"]
+    assert name == IMAGE_MODELS[arch][1]
     orderbook = name == "orderbook_heatmap"
     index, images = open_images(wh, Path(settings.artifacts_dir), name, symbol,
                                 SNAPSHOT_INTERVAL if orderbook else "60")
@@ -61,9 +63,8 @@ def _by_hand(wh, settings, arch, symbol, bar_ms):
     pick = np.flatnonzero((ts > bar_ms) & (ts <= bar_ms + 3_600_000))[-1:] if orderbook else np.flatnonzero(
         ts == bar_ms)
     assert pick.size == 1, f"no stored {name} image of {symbol} at {bar_ms}"
-    image = np.asarray(images[int(index["row"][int(pick[0])])], dtype=np.float32)
-    if image.dtype == np.uint8:
-        image = image / 255.0
+    raw = np.asarray(images[int(index["row"][int(pick[0])])])
+    image = raw.astype(np.float32) / 255.0 if raw.dtype == np.uint8 else raw.astype(np.float32)
     if cfg["row_scaling"] is not None:
         lo = np.asarray(cfg["row_scaling"]["low"], np.float32)[None, :, None]
         hi = np.asarray(cfg["row_scaling"]["high"], np.float32)[None, :, None]
@@ -112,7 +113,7 @@ def test_image_signal_follows_the_folds_edge_rule(live):
                 m["edge_rule"].update(class_returns=[-1.0, 0.0, 1.0], round_trip_cost=0.0, margin=0.0, fraction=0.25)
                 con.execute("update models.registry set metrics = ? where model_id = ?", [json.dumps(m), mid])
         sig = latest_signals(wh, settings).signals.filter(pl.col("architecture").is_in(IMAGE_ARCHS))
-        assert sig.height == 2 * len(SYMBOLS)
+        assert sig.height == len(IMAGE_ARCHS) * len(SYMBOLS)
         want = np.sign(sig["p_up"].to_numpy() - sig["p_down"].to_numpy()).astype(int)
         assert sig["signal"].to_list() == want.tolist() and sig["size"].to_list() == [0.25] * sig.height
     finally:
@@ -141,7 +142,7 @@ def test_symbols_without_images_are_skipped_with_the_reason(live):
         assert any(s.startswith(f"{mid} / BBBUSDT: no order-book snapshot window for the newest candle")
                    for s in result.skipped)
         assert result.signals.filter(pl.col("symbol") == "BBBUSDT")["architecture"].sort().to_list() == [
-            "cnn_ta", "tcn"]
+            "cnn_ta", "resnet2d_candlestick", "tcn"]
     finally:
         wh.replace_rows("raw.orderbook", gone, "symbol = 'BBBUSDT' and ts > ?", [newest])
 
@@ -171,9 +172,9 @@ def test_the_ledger_books_image_model_signals(live):
     res = SettingsResource(data_dir=str(settings.data_dir), symbols=",".join(settings.symbols))
     resources = {"settings": res, "warehouse": WarehouseResource(settings=res)}
     assert dg.materialize([signals_latest, signals_paper_ledger], resources=resources).success
-    latest = wh.query("select * from signals.latest where architecture in ('cnn_ta', 'orderbook_net')")
-    assert latest.height == 2 * len(SYMBOLS)
-    ledger = wh.query("select * from signals.paper_ledger where architecture in ('cnn_ta', 'orderbook_net')")
+    latest = wh.query("select * from signals.latest").filter(pl.col("architecture").is_in(IMAGE_ARCHS))
+    assert latest.height == len(IMAGE_ARCHS) * len(SYMBOLS)
+    ledger = wh.query("select * from signals.paper_ledger").filter(pl.col("architecture").is_in(IMAGE_ARCHS))
     booked = latest.join(ledger, on=["architecture", "symbol", "ts"], suffix="_ledger")
     assert booked.height == latest.height
     assert (booked["signal"] == booked["signal_ledger"]).all()
