@@ -123,7 +123,7 @@ def write_encoding(warehouse, artifacts_dir: Path, name: str, shape: tuple[int, 
                              f"{', '.join(month_name(m) for m in months)}")
         span = (months[0], months[-1] + 1)
     staged: list[tuple[Path, Path]] = []
-    replacements, counts, paths, written_months = [], {}, {}, set()
+    replacements, counts, paths = [], {}, {}
     removed_candidates: list[Path] = []
     try:
         for s in series:
@@ -156,7 +156,6 @@ def write_encoding(warehouse, artifacts_dir: Path, name: str, shape: tuple[int, 
                 out.flush()
                 del out
                 series_paths.append(path)
-                written_months.add(month_name(m))
                 frames.append(pl.DataFrame({
                     "symbol": [s.symbol] * int(b - a), "interval": [s.interval] * int(b - a),
                     "ts": pl.Series(ts[a:b]).cast(pl.Datetime("ms")).cast(pl.Datetime("us")),

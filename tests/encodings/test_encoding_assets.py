@@ -126,3 +126,18 @@ def test_check_fails_when_a_file_disagrees_with_its_index(market):
     assert not check.passed and f"rematerialize encodings/candlestick_5 for the partition {MONTHS[1]}" in problems
     assert dg.materialize([ENCODING_ASSETS[k], ENCODING_CHECKS[k]], resources=market,
                           partition_key=MONTHS[1]).success  # that month rebuilt: passes
+
+
+def test_the_daily_refresh_rebuilds_the_encodings_of_its_month_before_the_nightly_retrain():
+    from assets.definitions import defs
+
+    daily = defs.resolve_job_def("daily_refresh")
+    nightly = defs.resolve_job_def("nightly_retrain")
+    assert daily.partitions_def == market_partitions
+    assert set(ENCODING_KEYS) <= daily.asset_layer.selected_asset_keys
+    assert not set(ENCODING_KEYS) & nightly.asset_layer.selected_asset_keys
+    # the image models the nightly job retrains read the encodings the daily job refreshed
+    graph = defs.resolve_asset_graph()
+    image_models = [k for k in nightly.asset_layer.selected_asset_keys
+                    if any(p in ENCODING_KEYS for p in graph.get(k).parent_keys)]
+    assert image_models
