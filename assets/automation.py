@@ -1,7 +1,8 @@
 """Jobs, schedules and sensors.
 
-* ``daily_refresh``: every day at 00:15 UTC, the market assets (and the
-  partitioned feature tables) of the month that holds the day that just closed
+* ``daily_refresh``: every day at 00:15 UTC, the market assets, the
+  partitioned feature and label tables and the image encodings of the month
+  that holds the day that just closed
   (monthly partitions, assets/partitions.py: the month is re-read up to the last
   closed candle, one run per day, run key ``<month>@<day>``).
 * ``nightly_retrain``: every night at 02:00 UTC, every ``models/*`` asset
@@ -52,7 +53,7 @@ def build_automation(partitioned_groups=PARTITIONED_GROUPS, nightly_groups=NIGHT
         selection=dg.AssetSelection.groups(*partitioned_groups),
         partitions_def=market_partitions,
         description="Ingest the month that holds the day that just closed (to its last closed candle) and rebuild "
-                    "its features and labels.",
+                    "its features, labels and image encodings.",
     )
     nightly_retrain = dg.define_asset_job(
         "nightly_retrain",
