@@ -79,9 +79,11 @@ def build_market(root: Path, planted: bool, days: int) -> tuple[Settings, Wareho
     return settings, wh
 
 
-def train_all(settings: Settings, wh: Warehouse, overrides: dict) -> Trained:
+def train_all(settings: Settings, wh: Warehouse, overrides: dict,
+              architectures: tuple[str, ...] = SEQUENCE_ARCHITECTURES) -> Trained:
+    """Train ``architectures`` walk-forward, store them, and backtest every stored model."""
     outcomes = {}
-    for arch in SEQUENCE_ARCHITECTURES:
+    for arch in architectures:
         outcome = train_architecture(wh, settings, TrainingConfig.from_settings(settings, arch, **overrides),
                                      log=lambda _: None)
         store_training(wh, outcome)
@@ -122,17 +124,18 @@ def _maybe_miss(arch: str):
     return arch
 
 
-@pytest.mark.parametrize("arch", [_maybe_miss(a) for a in SEQUENCE_ARCHITECTURES])
-def test_every_architecture_finds_the_planted_pattern_out_of_sample(planted, arch):
-    outcome = planted.outcomes[arch]
+def assert_finds_the_planted_pattern(trained: Trained, arch: str, min_scored: int = 1000) -> None:
+    """Out of sample, on every symbol: accuracy above the majority class with binomial p < 0.01, the backtest's
+    own scoring agrees, and the model's backtest makes money after fees, slippage and funding."""
+    outcome = trained.outcomes[arch]
     assert outcome.weights_finite
     for symbol in SYMBOLS:
-        correct, scored, majority = oos_scores(planted.warehouse, arch, symbol)
-        assert scored >= 1000, f"{arch} {symbol}: only {scored} scored test bars"
+        correct, scored, majority = oos_scores(trained.warehouse, arch, symbol)
+        assert scored >= min_scored, f"{arch} {symbol}: only {scored} scored test bars"
         p = binomial_p_value(correct, scored, majority)
         assert correct / scored > majority and p < 0.01, (
             f"{arch} {symbol}: accuracy {correct / scored:.3f} vs majority {majority:.3f}, binomial p {p:.3g}")
-        run = planted.runs[(arch, symbol)]
+        run = trained.runs[(arch, symbol)]
         m = run.metrics
         # the backtest's own scoring agrees, and the money is after fees, slippage and funding
         assert m["clf_binomial_p"] < 0.01 and m["clf_accuracy"] > m["clf_majority_accuracy"]
@@ -141,14 +144,24 @@ def test_every_architecture_finds_the_planted_pattern_out_of_sample(planted, arc
         assert np.abs(run.result.position[: int(m["first_test_index"])]).max(initial=0.0) == 0.0
 
 
-def test_no_architecture_is_deflated_above_095_on_a_random_walk(random_walk):
-    runs = list(random_walk.runs.values())
-    assert len(runs) == len(SEQUENCE_ARCHITECTURES) * len(SYMBOLS)
+def assert_no_deflated_sharpe_above_095(trained: Trained, architectures: tuple[str, ...]) -> None:
+    """Every (architecture, symbol) backtest on a random walk: deflated Sharpe (trials = architectures) <= 0.95."""
+    runs = list(trained.runs.values())
+    assert len(runs) == len(architectures) * len(SYMBOLS)
     assert sum(r.metrics["n_trades"] for r in runs) > 0  # not vacuous: models trade the noise
     for r in runs:
-        assert r.metrics["dsr_trials"] == len(SEQUENCE_ARCHITECTURES)
+        assert r.metrics["dsr_trials"] == len(architectures)
         dsr = r.metrics["deflated_sharpe"]
         assert not dsr > 0.95, f"{r.strategy} {r.symbol}: deflated Sharpe {dsr:.3f} on a random walk"
+
+
+@pytest.mark.parametrize("arch", [_maybe_miss(a) for a in SEQUENCE_ARCHITECTURES])
+def test_every_architecture_finds_the_planted_pattern_out_of_sample(planted, arch):
+    assert_finds_the_planted_pattern(planted, arch)
+
+
+def test_no_architecture_is_deflated_above_095_on_a_random_walk(random_walk):
+    assert_no_deflated_sharpe_above_095(random_walk, SEQUENCE_ARCHITECTURES)
 
 
 # ------------------------------------------------------------------------------------------ leakage
@@ -160,19 +173,14 @@ class Perturbed:
     cutoff_ms: int  # the last unchanged candle: fold 0's last training label reads it
 
 
-@pytest.fixture(scope="module")
-def perturbed(planted, tmp_path_factory) -> Perturbed:
-    settings, wh = planted.settings, planted.warehouse
-    config = TrainingConfig.from_settings(settings, "tcn", **CONFIG)
-    series = [load_series(wh, s, "60", config.horizon) for s in SYMBOLS]
-    store = build_window_store(series, tmp_path_factory.mktemp("store"), config.window, config.horizon)
-    fold, fit, val, test, grid = time_folds(store, config)[0]
-    cutoff = int(grid[fold.train[-1]]) + config.horizon * H  # the label of the last training bar reads this candle
+def perturbed_market(wh: Warehouse, cutoff_ms: int, root: Path) -> Warehouse:
+    """A copy of ``wh``'s candles in a new warehouse under ``root``, changed after ``cutoff_ms`` (a different random
+    path per symbol, candle rules kept: one factor per bar), then the dbt features and labels."""
     candles = wh.query("select * from raw.candles order by symbol, interval, ts")
-    after = candles["ts"].dt.epoch("ms").to_numpy() > cutoff
+    after = candles["ts"].dt.epoch("ms").to_numpy() > cutoff_ms
     rng = np.random.default_rng(123)
     factor = np.ones(candles.height)
-    for symbol in SYMBOLS:  # a different random path after the cutoff, candle rules kept (one factor per bar)
+    for symbol in candles["symbol"].unique(maintain_order=True):
         rows = np.flatnonzero(after & (candles["symbol"].to_numpy() == symbol))
         factor[rows] = np.exp(np.cumsum(rng.normal(0.0, 0.01, rows.size)))
     volume = np.where(after, rng.lognormal(0.0, 0.3, candles.height), 1.0)
@@ -181,11 +189,23 @@ def perturbed(planted, tmp_path_factory) -> Perturbed:
         volume=pl.col("volume") * pl.lit(pl.Series(volume)),
         turnover=pl.col("turnover") * pl.lit(pl.Series(volume * factor)),
         source=pl.lit("perturbed")), CANDLE_SCHEMA, "perturbed candles")
-    root = tmp_path_factory.mktemp("perturbed")
     wh2 = Warehouse(root / "warehouse.duckdb")
     wh2.ensure_schema()
     wh2.replace_rows("raw.candles", changed_candles, "true")
     run_dbt(["build"], wh2.path)
+    return wh2
+
+
+@pytest.fixture(scope="module")
+def perturbed(planted, tmp_path_factory) -> Perturbed:
+    settings, wh = planted.settings, planted.warehouse
+    config = TrainingConfig.from_settings(settings, "tcn", **CONFIG)
+    series = [load_series(wh, s, "60", config.horizon) for s in SYMBOLS]
+    store = build_window_store(series, tmp_path_factory.mktemp("store"), config.window, config.horizon)
+    fold, fit, val, test, grid = time_folds(store, config)[0]
+    cutoff = int(grid[fold.train[-1]]) + config.horizon * H  # the label of the last training bar reads this candle
+    root = tmp_path_factory.mktemp("perturbed")
+    wh2 = perturbed_market(wh, cutoff, root)
     changed = build_window_store([load_series(wh2, s, "60", config.horizon) for s in SYMBOLS], root / "artifacts",
                                  config.window, config.horizon)
     return Perturbed(config, store, changed, cutoff)
