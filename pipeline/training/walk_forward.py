@@ -275,6 +275,12 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     if ckpt is not None and ckpt.get("key") != key:
         log(f"{config.architecture} fold {fold_index}: {ckpt_path} is from other data or settings; training afresh")
         ckpt = None
+    shapes = {name: tuple(t.shape) for name, t in module.model.state_dict().items()}
+    if ckpt is not None and {name: tuple(t.shape) for name, t in ckpt["model"].items()} != shapes:
+        # same settings and data, other model code (e.g. a changed head): the checkpoint cannot resume it
+        log(f"{config.architecture} fold {fold_index}: {ckpt_path} holds another network (its tensors differ from "
+            "this code's model); training afresh")
+        ckpt = None
     if ckpt is not None:
         module.model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])

@@ -103,6 +103,19 @@ def test_folds_are_cut_in_time_and_train_deterministically(warehouse, tmp_path):
     m3, _, _ = train_fold(store, config, 0, fit, val, tmp_path / "c", log=lambda s: None)
     for k, v in m1.state_dict().items():
         assert torch.equal(v, m3.state_dict()[k]), k
+    # a checkpoint of the same settings and data but another network (older model code, e.g. a narrower head)
+    # is stale: the fold trains afresh instead of failing to load it
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(store, config, 0, fit, val, tmp_path / "d", log=interrupt)
+    ckpt = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)
+    name = next(k for k in ckpt["model"] if k.endswith("linear.weight"))
+    ckpt["model"][name] = ckpt["model"][name][:, :1].clone()
+    torch.save(ckpt, tmp_path / "d" / "checkpoint.pt")
+    lines = []
+    m4, _, _ = train_fold(store, config, 0, fit, val, tmp_path / "d", log=lines.append)
+    assert any("holds another network" in line for line in lines), lines
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m4.state_dict()[k]), k
 
 
 def dataclasses_replace(config, **kw):
