@@ -12,7 +12,9 @@ model's encoding and trains it tiny (same recipe as ``tcn``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 
 import numpy as np
 import polars as pl
@@ -116,3 +118,20 @@ def train_image_model(wh: Warehouse, settings: Settings, architecture: str) -> N
     tiny = {k: v for k, v in TINY.items() if k not in ("architecture", "window")}
     config = TrainingConfig.from_settings(settings, architecture, **tiny)
     store_training(wh, train_architecture(wh, settings, config, log=lambda _: None))
+
+
+@contextlib.contextmanager
+def edge_rule(wh: Warehouse, **rule):
+    """Every model's stored edge rule with ``rule`` set, restored on exit (the registry rows byte for byte)."""
+    original = wh.query("select model_id, cast(metrics as varchar) as m from models.registry")
+    try:
+        with wh.connect() as con:
+            for mid, m in zip(original["model_id"], original["m"]):
+                m = json.loads(m)
+                m["edge_rule"].update(rule)
+                con.execute("update models.registry set metrics = ? where model_id = ?", [json.dumps(m), mid])
+        yield
+    finally:
+        with wh.connect() as con:
+            for mid, m in zip(original["model_id"], original["m"]):
+                con.execute("update models.registry set metrics = ? where model_id = ?", [m, mid])

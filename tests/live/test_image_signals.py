@@ -22,7 +22,7 @@ from pipeline.encodings.build import SNAPSHOT_INTERVAL, build_encoding
 from pipeline.encodings.store import open_images
 from pipeline.live.signals import INITIAL_EQUITY, latest_signals
 from pipeline.training.walk_forward import IMAGE_MODELS, load_artifact
-from tests.live.conftest import SYMBOLS, add_snapshots, add_symbol, build, extend, train_image_model
+from tests.live.conftest import SYMBOLS, add_snapshots, add_symbol, build, edge_rule, extend, train_image_model
 
 SHORT = "CCCUSDT"  # 15 candles (fewer than any image reads), no snapshot: no image of it
 BARS, NEW = 700, 5
@@ -105,21 +105,12 @@ def test_image_signal_equals_the_stored_artifact_on_the_stored_image(live):
 
 def test_image_signal_follows_the_folds_edge_rule(live):
     wh, settings = live
-    original = wh.query("select model_id, cast(metrics as varchar) as m from models.registry")
-    try:
-        with wh.connect() as con:  # no cost, no margin, returns (-1, 0, +1): the side of p_up - p_down
-            for mid, m in zip(original["model_id"], original["m"]):
-                m = json.loads(m)
-                m["edge_rule"].update(class_returns=[-1.0, 0.0, 1.0], round_trip_cost=0.0, margin=0.0, fraction=0.25)
-                con.execute("update models.registry set metrics = ? where model_id = ?", [json.dumps(m), mid])
+    # no cost, no margin, returns (-1, 0, +1): the side of p_up - p_down
+    with edge_rule(wh, class_returns=[-1.0, 0.0, 1.0], round_trip_cost=0.0, margin=0.0, fraction=0.25):
         sig = latest_signals(wh, settings).signals.filter(pl.col("architecture").is_in(IMAGE_ARCHS))
         assert sig.height == len(IMAGE_ARCHS) * len(SYMBOLS)
         want = np.sign(sig["p_up"].to_numpy() - sig["p_down"].to_numpy()).astype(int)
         assert sig["signal"].to_list() == want.tolist() and sig["size"].to_list() == [0.25] * sig.height
-    finally:
-        with wh.connect() as con:
-            for mid, m in zip(original["model_id"], original["m"]):
-                con.execute("update models.registry set metrics = ? where model_id = ?", [m, mid])
 
 
 def test_symbols_without_images_are_skipped_with_the_reason(live):

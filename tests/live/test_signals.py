@@ -20,7 +20,7 @@ from pipeline.backtest.costs import CostModel
 from pipeline.live.signals import INITIAL_EQUITY, book_paper_trades, latest_signals, store_signals
 from pipeline.training.datasets import load_series, naive_window
 from pipeline.training.walk_forward import load_artifact
-from tests.live.conftest import SYMBOLS, build, extend
+from tests.live.conftest import SYMBOLS, build, edge_rule, extend
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +28,6 @@ def live(tmp_path_factory):
     wh, settings = build(tmp_path_factory.mktemp("live") / "warehouse.duckdb")
     extend(wh, 5)  # five candles the model never saw
     return wh, settings
-
-
-def _set_rule(wh, **rule):
-    metrics = wh.query("select model_id, cast(metrics as varchar) as m from models.registry")
-    with wh.connect() as con:
-        for mid, m in zip(metrics["model_id"], metrics["m"]):
-            m = json.loads(m)
-            m["edge_rule"].update(rule)
-            con.execute("update models.registry set metrics = ? where model_id = ?", [json.dumps(m), mid])
 
 
 def test_signal_is_the_newest_candle_prediction_of_the_newest_fold(live):
@@ -67,22 +58,15 @@ def test_signal_is_the_newest_candle_prediction_of_the_newest_fold(live):
 
 def test_signal_and_size_follow_the_folds_edge_rule(live):
     wh, settings = live
-    original = wh.query("select model_id, cast(metrics as varchar) as m from models.registry")
-    try:
-        # no cost, no margin, returns (-1, 0, +1): the rule is always on the side of p_up - p_down
-        _set_rule(wh, class_returns=[-1.0, 0.0, 1.0], round_trip_cost=0.0, margin=0.0, fraction=0.5)
+    # no cost, no margin, returns (-1, 0, +1): the rule is always on the side of p_up - p_down
+    with edge_rule(wh, class_returns=[-1.0, 0.0, 1.0], round_trip_cost=0.0, margin=0.0, fraction=0.5):
         sig = latest_signals(wh, settings).signals
         want = np.sign(sig["p_up"].to_numpy() - sig["p_down"].to_numpy())
         assert sig["signal"].to_list() == want.astype(int).tolist()
         assert sig["size"].to_list() == [0.5] * sig.height
-        # a margin no move clears: flat, size 0
-        _set_rule(wh, margin=None)
-        sig = latest_signals(wh, settings).signals
+        with edge_rule(wh, margin=None):  # a margin no move clears: flat, size 0
+            sig = latest_signals(wh, settings).signals
         assert sig["signal"].to_list() == [0] * sig.height and sig["size"].to_list() == [0.0] * sig.height
-    finally:
-        with wh.connect() as con:
-            for mid, m in zip(original["model_id"], original["m"]):
-                con.execute("update models.registry set metrics = ? where model_id = ?", [m, mid])
 
 
 def test_paper_trades_pay_the_cost_model_and_are_marked_to_market(live):
