@@ -68,6 +68,12 @@ class Settings:
     # Synthetic source
     seed: int = 7
     planted_pattern: bool = False
+    # A planted regime change (synthetic source): from this UTC day on ("2026-01-20", or "2026-01-20,ETHUSDT" for
+    # the listed symbols only; empty: none) the symbols' shocks are scaled by regime_shift_volatility and their
+    # price drifts by regime_shift_drift daily standard deviations a day. Days before it are unchanged.
+    regime_shift: str = ""
+    regime_shift_volatility: float = 2.0
+    regime_shift_drift: float = -0.5
     # Costs (Bybit defaults for perpetuals, as fractions)
     taker_fee: float = 0.00055
     maker_fee: float = 0.0002
@@ -208,6 +214,12 @@ class Settings:
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"CONVTRADE_{name.upper()}={value!r}: {exc}") from None
         parse_maintenance_margin(self.maintenance_margin)
+        parse_regime_shift(self.regime_shift, self.symbols)
+        if not (0.0 < self.regime_shift_volatility <= 10.0):
+            raise ValueError(f"CONVTRADE_REGIME_SHIFT_VOLATILITY={self.regime_shift_volatility!r}: use a factor in (0, 10]")
+        if not (abs(self.regime_shift_drift) <= 10.0):  # also rejects NaN
+            raise ValueError(f"CONVTRADE_REGIME_SHIFT_DRIFT={self.regime_shift_drift!r}: use daily standard deviations "
+                             "in [-10, 10]")
 
     def maintenance_margin_rate(self, symbol: str | None = None) -> float:
         """The maintenance margin rate of ``symbol`` (its own pair in ``maintenance_margin``, else the default)."""
@@ -269,6 +281,22 @@ class Settings:
 
 
 DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005  # Bybit's first risk-limit tier of BTCUSDT (0.5 %)
+
+
+def parse_regime_shift(text: str, symbols: tuple[str, ...]) -> tuple[dt.date, tuple[str, ...]] | None:
+    """``"2026-01-20"`` / ``"2026-01-20,ETHUSDT"`` -> (first shifted day, symbols shifted); None when empty."""
+    key = "CONVTRADE_REGIME_SHIFT"
+    parts = _split(str(text))
+    if not parts:
+        return None
+    try:
+        day = dt.date.fromisoformat(parts[0])
+    except ValueError:
+        raise ValueError(f"{key}={text!r}: start with a day like 2026-01-20 (then optional symbols)") from None
+    shifted = tuple(parts[1:]) or tuple(symbols)
+    if unknown := [s for s in shifted if s not in symbols]:
+        raise ValueError(f"{key}={text!r}: {', '.join(unknown)} not in CONVTRADE_SYMBOLS ({', '.join(symbols)})")
+    return day, shifted
 
 
 def parse_maintenance_margin(text: str) -> tuple[float, dict[str, float]]:

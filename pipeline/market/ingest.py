@@ -44,6 +44,7 @@ from pipeline.warehouse import Warehouse
 def build_source(settings: Settings, now=None) -> MarketSource:
     """The market source the settings name (synthetic by default)."""
     if settings.source == "synthetic":
+        from pipeline.config import parse_regime_shift
         from pipeline.market.synthetic import SYNTHETIC_ORIGIN, SyntheticSource
 
         return SyntheticSource(
@@ -52,6 +53,9 @@ def build_source(settings: Settings, now=None) -> MarketSource:
             seed=settings.seed,
             planted_pattern=settings.planted_pattern,
             now=now,
+            regime_shift=parse_regime_shift(settings.regime_shift, settings.symbols),
+            regime_shift_volatility=settings.regime_shift_volatility,
+            regime_shift_drift=settings.regime_shift_drift,
         )
     if settings.source == "files":
         from pipeline.market.files import FileSource

@@ -14,7 +14,10 @@ A seeded, deterministic market of several correlated symbols, built on a
 * funding every 8 hours from the premium of recent returns, open interest
   and hourly top-N order-book snapshots around the price at that instant;
 * optionally a planted pattern for tests: the drift of each hour carries the
-  sign of the previous hour's return, a signal a working model must find.
+  sign of the previous hour's return, a signal a working model must find;
+* optionally a planted regime change (``regime_shift``): from a chosen day on,
+  the chosen symbols' shocks are scaled and their price drifts, the kind of
+  break a drift monitor must catch.
 
 Each day's random draws come from a generator seeded by (seed, day), so
 extending the end date never changes a bar that was already produced, and a
@@ -150,6 +153,9 @@ class SyntheticSource:
         planted_pattern: bool = False,
         now=None,
         planted_strength: float = 0.3,
+        regime_shift: tuple[dt.date, tuple[str, ...]] | None = None,
+        regime_shift_volatility: float = 2.0,
+        regime_shift_drift: float = -0.5,
     ):
         self.symbols = tuple(symbols)
         if isinstance(origin, str):
@@ -159,6 +165,13 @@ class SyntheticSource:
         self.planted_pattern = bool(planted_pattern)
         self.planted_strength = float(planted_strength)
         self._now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+        # (first shifted day as days since the epoch, per-symbol mask, shock factor, drift in daily sds a day)
+        if regime_shift is None:
+            self._shift = (-1, (False,) * len(self.symbols), 1.0, 0.0)
+        else:
+            day, shifted = regime_shift
+            self._shift = (int(to_ms(utc_naive(day)) // DAY_MS), tuple(s in shifted for s in self.symbols),
+                           float(regime_shift_volatility), float(regime_shift_drift))
 
     # --- the minute path -------------------------------------------------------------
     def _days_until(self, end: dt.datetime) -> int:
@@ -178,6 +191,7 @@ class SyntheticSource:
             self.seed,
             self.planted_strength if self.planted_pattern else 0.0,
             self._days_until(end),
+            self._shift,
         )
 
     def _symbol_index(self, symbol: str) -> int:
@@ -337,7 +351,8 @@ class SyntheticSource:
 
 
 @functools.lru_cache(maxsize=4)
-def _generate(symbols: tuple[str, ...], origin_ms: int, seed: int, planted: float, n_days: int) -> _MinutePath:
+def _generate(symbols: tuple[str, ...], origin_ms: int, seed: int, planted: float, n_days: int,
+              shift: tuple = (-1, (), 1.0, 0.0)) -> _MinutePath:
     n_sym = len(symbols)
     profiles = np.array([_profile(s) for s in symbols])
     sigma_bar = profiles[:, 1] / np.sqrt(MINUTES_PER_DAY)
@@ -361,6 +376,15 @@ def _generate(symbols: tuple[str, ...], origin_ms: int, seed: int, planted: floa
         shocks = loading[:, None] * common[None, :] + idio[:, None] * own
         regime_u = rng.random(MINUTES_PER_DAY)
         lp, sg = _garch_path(shocks, regime_u, logp, sigma_bar, planted, alpha, beta, state)
+        if shift[0] >= 0 and day0 + d >= shift[0]:
+            # The planted regime change: the shifted symbols' minute returns scaled by shift[2], plus a steady
+            # drift of shift[3] daily standard deviations a day (the GARCH state itself stays unscaled, so the
+            # shifted volatility stays stationary at shift[2] times the usual one).
+            mask = np.asarray(shift[1], bool)
+            steps = np.diff(lp[mask], axis=1, prepend=logp[mask][:, None])
+            steps = steps * shift[2] + shift[3] * profiles[mask, 1][:, None] / MINUTES_PER_DAY
+            lp[mask] = logp[mask][:, None] + np.cumsum(steps, axis=1)
+            sg[mask] *= shift[2]
         sl = slice(d * MINUTES_PER_DAY, (d + 1) * MINUTES_PER_DAY)
         logp_all[:, sl] = lp
         sig_all[:, sl] = sg
