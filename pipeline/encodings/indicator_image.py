@@ -137,6 +137,15 @@ class IndicatorScaling:
     def as_config(self) -> dict:
         return {"kind": "percentile_minmax", "low": self.low.tolist(), "high": self.high.tolist()}
 
+    @classmethod
+    def from_config(cls, config: dict | None) -> "IndicatorScaling | None":
+        """The scaling :meth:`as_config` saved (an artifact's ``row_scaling``); None for none."""
+        if not config:
+            return None
+        if config.get("kind") != "percentile_minmax":
+            raise ValueError(f"row_scaling: unknown kind {config.get('kind')!r} (known: percentile_minmax)")
+        return cls(np.asarray(config["low"], dtype=np.float32), np.asarray(config["high"], dtype=np.float32))
+
 
 def fit_indicator_scaling(images: np.ndarray, train_rows: np.ndarray, lower_pct: float = 1.0,
                           upper_pct: float = 99.0) -> IndicatorScaling:

@@ -64,7 +64,8 @@ from pipeline.encodings.build import (SNAPSHOT_INTERVAL, contiguous_window_ends,
 from pipeline.encodings.store import CHUNK, open_images
 from pipeline.market.timegrid import interval_ms
 from pipeline.training.datasets import build_window_store, load_series, valid_window_ends
-from pipeline.training.images import bar_images, inference_store, row_scaling_of
+from pipeline.encodings.indicator_image import IndicatorScaling
+from pipeline.training.images import bar_images, inference_store
 from pipeline.training.walk_forward import load_artifact, predict
 
 SIGNALS_TABLE = "signals.latest"
@@ -183,7 +184,7 @@ def _fresh_image_predictions(module_of, cfg: dict, warehouse, settings, symbol: 
     if ends.size == 0:
         return (*none, None)
     series = series_images(s, symbol, series_interval, src_ts, src, ends)
-    scaling = row_scaling_of(cfg.get("row_scaling"))
+    scaling = IndicatorScaling.from_config(cfg.get("row_scaling"))
     probas, confs = [], []
     for i in range(0, ends.size, CHUNK):
         part = slice(i, min(ends.size, i + CHUNK))

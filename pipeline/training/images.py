@@ -27,7 +27,7 @@ training images' pixels, and nothing outside ``r`` is read.
 :func:`inference_store` wraps images encoded elsewhere (the live signals encode the
 newest candles' images themselves) in an unlabelled ImageStore, so a fold's model
 reads them through the same ``gather`` (pixel scale, the artifact's saved row
-scaling, :func:`row_scaling_of`, and symbol planes) as in training.
+scaling, ``IndicatorScaling.from_config``, and symbol planes) as in training.
 """
 
 from __future__ import annotations
@@ -148,15 +148,6 @@ class ImageStore:
 def pixel_scale(s) -> float:
     """What ``gather`` multiplies the stored pixels of encoding spec ``s`` by: 1/255 for uint8 charts, else 1."""
     return 1.0 / 255.0 if np.dtype(s.dtype) == np.uint8 else 1.0
-
-
-def row_scaling_of(config: dict | None) -> IndicatorScaling | None:
-    """The fold's CNN-TA row scaling from its artifact's ``row_scaling`` entry (``as_config``), None for none."""
-    if not config:
-        return None
-    if config.get("kind") != "percentile_minmax":
-        raise ValueError(f"row_scaling: unknown kind {config.get('kind')!r} (known: percentile_minmax)")
-    return IndicatorScaling(np.asarray(config["low"], dtype=np.float32), np.asarray(config["high"], dtype=np.float32))
 
 
 def inference_store(name: str, images: dict[str, np.ndarray], symbols: list[str],

@@ -126,9 +126,7 @@ def _artifact(trained: Trained, arch: str, fold: int) -> Path:
 
 def _with_artifact_scaling(store, path: Path):
     """The store with the artifact's CNN-TA row scaling (None for charts): the model as it was saved."""
-    scaling = json.loads((path / "config.json").read_text())["row_scaling"]
-    store.row_scaling = None if scaling is None else IndicatorScaling(
-        np.asarray(scaling["low"], dtype=np.float32), np.asarray(scaling["high"], dtype=np.float32))
+    store.row_scaling = IndicatorScaling.from_config(json.loads((path / "config.json").read_text())["row_scaling"])
     return store
 
 
