@@ -36,9 +36,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_instance.yaml
 demo: setup
 	$(BIN)/convtrade demo
 
+# Two pytest workers (pytest-xdist); a test file stays on one worker, so its module fixtures are built once.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Every architecture's walk-forward on the real BTC, ETH and SOL 1h files (../shared/data), then docs/results.md.
 # Not in CI: it takes tens of minutes on 2 cores.
