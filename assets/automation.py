@@ -22,6 +22,12 @@
   never triggers two runs), a cursor of the reports already judged and a
   cool-down (``drift_cooldown_hours``) between two drift retrains. Otherwise
   it skips and says why.
+
+Time is the settings' clock (:meth:`pipeline.config.Settings.now`): the wall clock, or
+``CONVTRADE_CLOCK`` in a replay (tests/monitoring/test_replay_through_schedules.py ticks these
+schedules and the sensor through a simulated month). The sensor stamps each drift run with the time
+it decided (tag ``convtrade/decided_at``), and the cool-down counts from that stamp, so a replay's
+cool-down runs on the replayed clock, not on when the run was created.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import dagster as dg
 from assets.partitions import HISTORY_START, market_partitions, month_key
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import TRIGGER_TAG, model_key
+from pipeline.config import Settings
 from pipeline.monitoring.drift import DriftThresholds, Verdict, latest_verdicts
 
 # The encodings are partitioned like the candles: the daily refresh rebuilds the month's images (before the
@@ -99,7 +106,7 @@ def daily_refresh_schedule(job) -> dg.ScheduleDefinition:
                  description="Every day at 00:15 UTC: the month holding the day that just closed, "
                              "to its last closed candle.")
     def _schedule(context: dg.ScheduleEvaluationContext):
-        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)  # None outside a tick
+        when = context.scheduled_execution_time or Settings.from_env().now()  # None outside a tick
         yesterday = (when.astimezone(dt.timezone.utc) - dt.timedelta(days=1)).date()
         if yesterday < HISTORY_START:
             return dg.SkipReason(f"{yesterday} is before CONVTRADE_START ({HISTORY_START}): nothing to refresh")
@@ -113,12 +120,21 @@ def daily_refresh_schedule(job) -> dg.ScheduleDefinition:
 DRIFT_DOWNSTREAM = (dg.AssetKey(["backtest", "models"]), dg.AssetKey(["backtest", "comparison"]),
                     dg.AssetKey(["signals", "latest"]), dg.AssetKey(["signals", "paper_ledger"]))
 DRIFT_REPORT_TAG = "convtrade/drift_reports"
+DECIDED_AT_TAG = "convtrade/decided_at"  # the sensor's clock when it requested the run (epoch seconds)
 
 
 def _last_drift_run(instance: dg.DagsterInstance) -> float | None:
-    """Creation time (epoch seconds) of the newest run tagged ``trigger=drift`` in the instance."""
+    """When the newest run tagged ``trigger=drift`` in the instance was decided (epoch seconds): its
+    ``convtrade/decided_at`` tag, or its creation time for a drift run launched by hand."""
     records = instance.get_run_records(filters=dg.RunsFilter(tags={TRIGGER_TAG: "drift"}), limit=1)
-    return records[0].create_timestamp.timestamp() if records else None
+    if not records:
+        return None
+    decided = records[0].dagster_run.tags.get(DECIDED_AT_TAG)
+    try:
+        return float(decided) if decided is not None else records[0].create_timestamp.timestamp()
+    except ValueError:
+        raise ValueError(f"run {records[0].dagster_run.run_id}: tag {DECIDED_AT_TAG}={decided!r} is not epoch "
+                         "seconds") from None
 
 
 def drift_decision(verdicts: list[Verdict], cursor: str | None, now: float, cooldown_hours: float,
@@ -153,7 +169,7 @@ def drift_decision(verdicts: list[Verdict], cursor: str | None, now: float, cool
     request = dg.RunRequest(
         run_key="drift:" + "+".join(reports),
         asset_selection=[*(model_key(a) for a in architectures), *DRIFT_DOWNSTREAM],
-        tags={TRIGGER_TAG: "drift", DRIFT_REPORT_TAG: ",".join(reports)},
+        tags={TRIGGER_TAG: "drift", DRIFT_REPORT_TAG: ",".join(reports), DECIDED_AT_TAG: f"{now:.0f}"},
     )
     seen.update({v.symbol: v.report_id for v in new})
     return dg.SensorResult(run_requests=[request], cursor=json.dumps({"seen": seen, "last_retrain": now}))
@@ -172,5 +188,5 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext, settings: Settings
     cfg = settings.settings()
     thresholds = DriftThresholds.from_settings(cfg)
     verdicts = latest_verdicts(warehouse.warehouse(), thresholds)
-    return drift_decision(verdicts, context.cursor, time.time(), thresholds.cooldown_hours,
+    return drift_decision(verdicts, context.cursor, cfg.now().timestamp(), thresholds.cooldown_hours,
                           _last_drift_run(context.instance))

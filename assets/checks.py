@@ -39,7 +39,7 @@ def raw_candles_expectations(
     series = [(s, i) for s in cfg.symbols for i in cfg.intervals]
     # The same coverage call as the ingest metadata (gaps between each series' first and last stored candle).
     gaps = series_summary(
-        frame, series, *window, now=dt.datetime.now(dt.timezone.utc),
+        frame, series, *window, now=cfg.now(),
         bounds=stored_bounds(warehouse.warehouse(), cfg.symbols, cfg.intervals),
     )
     return dg.AssetCheckResult(

@@ -71,7 +71,7 @@ def empty_ranges_line(report: IngestReport) -> str | None:
 
 def _run(context, settings: SettingsResource, ingest, args_of) -> dg.MaterializeResult:
     cfg = settings.settings()
-    start, end = partition_window(context)
+    start, end = partition_window(context, cfg.now())
     days = (end - start).days if start is not None else 0
     name = context.assets_def.key.to_user_string()
     context.log.info(f"{name}: fetching [{start}, {end}) ({days:,} days) from {cfg.source}")
@@ -123,11 +123,11 @@ def raw_candles(
     context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Closed OHLCV candles (open time, UTC) for every configured symbol and interval."""
-    allow_shrink = settings.settings().allow_shrink
+    cfg = settings.settings()
 
     def ingest(source, wh, symbols, intervals, start, end):
-        return ingest_candles(source, wh, symbols, intervals, start, end, allow_shrink=allow_shrink,
-                              log=context.log.info)
+        return ingest_candles(source, wh, symbols, intervals, start, end, now=cfg.now(),
+                              allow_shrink=cfg.allow_shrink, log=context.log.info)
 
     return _run(context, settings, ingest, lambda cfg: (warehouse.warehouse(), cfg.symbols, cfg.intervals))
 

@@ -41,17 +41,19 @@ market_partitions = dg.MonthlyPartitionsDefinition(
 )
 
 
-def partition_window(context) -> tuple[dt.datetime, dt.datetime] | tuple[None, None]:
+def partition_window(context, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime] | tuple[None, None]:
     """The run's [start, end) as naive UTC datetimes: one month, or a whole single-run backfill.
 
-    The first month starts at ``CONVTRADE_START``; the month in progress ends with today (UTC), so
+    The first month starts at ``CONVTRADE_START``; the month in progress ends with the day of ``now``
+    (default :meth:`Settings.now`: the replay clock ``CONVTRADE_CLOCK`` when set, else today, UTC), so
     the run's log and metadata name the days it can hold. ``(None, None)`` when the run has no
     partition (e.g. a check run on its own).
     """
     if not context.has_partition_key and not context.has_partition_key_range:
         return None, None
     window = context.partition_time_window
-    tomorrow = utc_naive(dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1))
+    today = utc_naive(now or Settings.from_env().now()).date()
+    tomorrow = utc_naive(today + dt.timedelta(days=1))
     return max(utc_naive(window.start), utc_naive(HISTORY_START)), min(utc_naive(window.end), tomorrow)
 
 

@@ -65,6 +65,10 @@ class Settings:
     # Dagster's sqlite run history without fsync (PRAGMA synchronous=OFF; assets/run_safety.py): true keeps
     # Dagster's default of an fsync per event, which costs ~10 ms each on an ordinary disk.
     dagster_fsync: bool = False
+    # Replay clock: a UTC time ("2026-02-04T00:15", "2026-02-04") the pipeline takes for now (Settings.now()):
+    # the sources return no bar closing after it, the month in progress ends with its day and the drift
+    # sensor's cool-down runs on it. Empty: the wall clock. For replays and tests of the automation.
+    clock: str = ""
     # Synthetic source
     seed: int = 7
     planted_pattern: bool = False
@@ -131,6 +135,8 @@ class Settings:
     drift_accuracy_bars: int = 168      # accuracy decay: the newest N predicted bars with a known label
     drift_accuracy_drop: float = 0.05   # decayed: recent accuracy below the walk-forward accuracy by this
     drift_cooldown_hours: float = 24.0  # no second drift-triggered retrain within this many hours
+    # Which model inputs the drift report compares (comma list of MODEL_INPUT_COLUMNS names; empty: all of them).
+    drift_features: str = ""
     oos_log_loss_tolerance: float = 0.05  # training check: OOS log-loss may exceed the class prior's by this
 
     def __post_init__(self) -> None:
@@ -157,6 +163,7 @@ class Settings:
             raise ValueError(f"CONVTRADE_START={self.start!r} is not a date like 2025-01-01") from None
         self._check_costs()
         self._check_drift()
+        self.now()  # a malformed CONVTRADE_CLOCK fails here, before any work
         self._check_training()
 
     def _check_training(self) -> None:
@@ -239,6 +246,33 @@ class Settings:
             raise ValueError(f"CONVTRADE_DRIFT_ACCURACY_DROP={self.drift_accuracy_drop!r}: must be in [0, 1)")
         if not self.drift_cooldown_hours >= 0:
             raise ValueError(f"CONVTRADE_DRIFT_COOLDOWN_HOURS={self.drift_cooldown_hours!r}: must be >= 0 hours")
+        _ = self.drift_columns  # unknown names fail here
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """The model inputs the drift report compares: ``drift_features`` in model-input order, or all of them."""
+        from pipeline.features.columns import MODEL_INPUT_COLUMNS
+
+        names = _split(str(self.drift_features))
+        if not names:
+            return list(MODEL_INPUT_COLUMNS)
+        if unknown := [n for n in names if n not in MODEL_INPUT_COLUMNS]:
+            raise ValueError(f"CONVTRADE_DRIFT_FEATURES={self.drift_features!r}: {', '.join(unknown)} is not a model "
+                             f"input; use names of pipeline.features.columns.MODEL_INPUT_COLUMNS, e.g. log_ret_1,rsi_14")
+        return [c for c in MODEL_INPUT_COLUMNS if c in names]
+
+    def now(self) -> dt.datetime:
+        """The pipeline's now (timezone-aware UTC): the replay ``clock`` when set, else the wall clock."""
+        if not self.clock:
+            return dt.datetime.now(dt.timezone.utc)
+        try:
+            when = dt.datetime.fromisoformat(str(self.clock).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"CONVTRADE_CLOCK={self.clock!r} is not a UTC time like 2026-02-04T00:15 "
+                             "(or empty for the wall clock)") from None
+        if when.tzinfo is not None and when.utcoffset() != dt.timedelta(0):
+            raise ValueError(f"CONVTRADE_CLOCK={self.clock!r}: give the time in UTC (no offset, or +00:00 / Z)")
+        return when.replace(tzinfo=dt.timezone.utc)
 
     @property
     def warehouse_path(self) -> Path:

@@ -73,3 +73,27 @@ def test_training_settings_are_checked_when_built(env, message):
     with pytest.raises(ValueError) as info:
         Settings.from_env(env)
     assert message in str(info.value)
+
+
+def test_replay_clock_is_the_pipelines_now_and_is_checked():
+    import datetime as dt
+
+    replay = Settings.from_env({"CONVTRADE_CLOCK": "2026-02-04T00:15"})
+    assert replay.now() == dt.datetime(2026, 2, 4, 0, 15, tzinfo=dt.timezone.utc)
+    assert Settings(clock="2026-02-04T00:15Z").now() == replay.now()
+    wall = Settings().now()
+    assert wall.tzinfo is not None and abs((wall - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 60
+    with pytest.raises(ValueError, match="CONVTRADE_CLOCK='tomorrow' is not a UTC time"):
+        Settings(clock="tomorrow")
+    with pytest.raises(ValueError, match="give the time in UTC"):
+        Settings(clock="2026-02-04T02:15+02:00")
+
+
+def test_drift_features_name_model_inputs():
+    from pipeline.features.columns import MODEL_INPUT_COLUMNS
+
+    assert Settings().drift_columns == MODEL_INPUT_COLUMNS
+    # model-input order whatever order they are given in
+    assert Settings(drift_features="body_ratio, log_ret_1").drift_columns == ["log_ret_1", "body_ratio"]
+    with pytest.raises(ValueError, match="CONVTRADE_DRIFT_FEATURES=.*: close is not a model input"):
+        Settings.from_env({"CONVTRADE_DRIFT_FEATURES": "log_ret_1,close"})

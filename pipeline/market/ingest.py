@@ -42,7 +42,14 @@ from pipeline.warehouse import Warehouse
 
 
 def build_source(settings: Settings, now=None) -> MarketSource:
-    """The market source the settings name (synthetic by default)."""
+    """The market source the settings name (synthetic by default).
+
+    ``now`` (a callable returning an aware UTC datetime) is the source's clock: it returns no bar that
+    closes after it. By default the settings' clock (:meth:`Settings.now`: ``CONVTRADE_CLOCK`` when set,
+    else the wall clock), so a replay never sees a bar from its future.
+    """
+    if now is None and settings.clock:
+        now = settings.now
     if settings.source == "synthetic":
         from pipeline.config import parse_regime_shift
         from pipeline.market.synthetic import SYNTHETIC_ORIGIN, SyntheticSource

@@ -8,7 +8,8 @@ the newest ``drift_recent_bars`` bars of ``features.candle_features`` (warm-up
 and filled rows left out). The reference is cut to end before the current
 window starts, so the two never share a bar.
 
-Per model-input feature (:data:`pipeline.features.columns.MODEL_INPUT_COLUMNS`):
+Per watched model-input feature (``Settings.drift_columns``: the ``drift_features`` setting, by default
+every name of :data:`pipeline.features.columns.MODEL_INPUT_COLUMNS`):
 
 - **PSI**, the population stability index ``sum_i (c_i - r_i) * ln(c_i / r_i)``
   over fixed bins: the edges are the reference window's quantiles
@@ -227,7 +228,7 @@ def compute_drift(warehouse, settings, thresholds: DriftThresholds | None = None
                   columns: list[str] | None = None) -> DriftReport:
     """Drift and accuracy rows of every symbol of ``settings`` (see the module docstring)."""
     th = thresholds or DriftThresholds.from_settings(settings)
-    columns = list(columns or MODEL_INPUT_COLUMNS)
+    columns = list(columns or settings.drift_columns)
     interval = settings.intervals[0]
     registry = _registry(warehouse) if warehouse.table_exists("models.registry") else pl.DataFrame()
     filled = warehouse.query(
