@@ -10,7 +10,8 @@ work runs (``compute_drift`` + ``store_drift``) and the drift sensor's decision
 twice a day with the cursor carried over. Drift retrains happen from day 20
 (or 21) on, for AAAUSDT only, never before, one per report, never two within
 the 24 h cool-down. The full simulated month of the issue (synthetic regime
-change, daily/nightly schedules through dbt and training) is not this test.
+change, daily/nightly schedules through dbt and training) is
+test_replay_through_schedules.py; this one checks the sensor's logic in seconds.
 """
 
 from __future__ import annotations
