@@ -92,7 +92,9 @@ def test_replay_clock_is_the_pipelines_now_and_is_checked():
 def test_drift_features_name_model_inputs():
     from pipeline.features.columns import MODEL_INPUT_COLUMNS
 
-    assert Settings().drift_columns == MODEL_INPUT_COLUMNS
+    assert Settings().drift_columns == ["log_ret_1", "close_pos", "body_ratio"]  # the calibrated default
+    assert Settings(drift_features="").drift_columns == MODEL_INPUT_COLUMNS  # empty: every model input
+    assert Settings.from_env({"CONVTRADE_DRIFT_FEATURES": ""}).drift_columns == MODEL_INPUT_COLUMNS
     # model-input order whatever order they are given in
     assert Settings(drift_features="body_ratio, log_ret_1").drift_columns == ["log_ret_1", "body_ratio"]
     with pytest.raises(ValueError, match="CONVTRADE_DRIFT_FEATURES=.*: close is not a model input"):

@@ -31,4 +31,5 @@ def plant(path, drift_symbols=(), decay=(), seed=0, bars=BARS) -> tuple[Warehous
     wh = plant_drift_warehouse(path, symbols=SYMBOLS, start=START, bars=bars, architectures=ARCHS,
                                test_starts=(601, 801), drift_symbols=drift_symbols, shift=1.5, decay=decay,
                                warmup_bars=10, seed=seed)
-    return wh, Settings(data_dir=path.parent, symbols=SYMBOLS)
+    # every model input over the planted 720-bar current window (the defaults watch three features over 336 bars)
+    return wh, Settings(data_dir=path.parent, symbols=SYMBOLS, drift_features="", drift_recent_bars=720)
