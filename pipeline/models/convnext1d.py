@@ -4,6 +4,15 @@ Patchify stem (conv k=4 s=4 + LayerNorm); stages of blocks depthwise k=7
 conv → LayerNorm → 1×1 expand ×4 → GELU → 1×1 contract → layer scale
 (init 1e-6) → stochastic depth + residual; separate down-sampling layers
 (LayerNorm + conv k=2 s=2) between stages.
+
+``downsample=False`` keeps the time resolution: the stride-2 layers between
+stages become LayerNorm + 1×1 conv (the width still grows), and with
+``stem_kernel=1`` each bar is its own patch; the head reads the newest step
+(``pooling="last"``). With the patchify stem and stage downsampling a 32-bar
+window shrinks to one step that summarises the whole window, and the planted
+last-bar pattern of tests/training/test_honesty_training.py was missed. The
+CPU-sized ``default`` is full-resolution (dims 32, 32, 64, 64); ``atto`` …
+``base`` keep the published patchify recipe.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ from pipeline.models.registry import Architecture, ZooModel, register_architectu
 class ConvNeXt1dConfig:
     in_channels: int = 15
     depths: tuple[int, ...] = (1, 1, 3, 1)
-    dims: tuple[int, ...] = (32, 64, 128, 256)
+    dims: tuple[int, ...] = (32, 32, 64, 64)
     kernel_size: int = 7
-    stem_kernel: int = 4
+    stem_kernel: int = 1  # patch size (stem conv k = stride)
     drop_path: float = 0.0
     layer_scale_init: float = 1e-6
+    downsample: bool = False  # True: LayerNorm + conv k=2 s=2 between stages (published)
+    pooling: str = "last"  # head pooling (MultiTaskHead.POOLINGS)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -60,7 +71,8 @@ def build(cfg: ConvNeXt1dConfig) -> ZooModel:
                              ChannelLayerNorm1d(cfg.dims[0], eps=1e-6)]
     for i, (depth, dim) in enumerate(zip(cfg.depths, cfg.dims)):
         if i > 0:
-            mods += [ChannelLayerNorm1d(cfg.dims[i - 1], eps=1e-6), nn.Conv1d(cfg.dims[i - 1], dim, 2, stride=2)]
+            k = 2 if cfg.downsample else 1
+            mods += [ChannelLayerNorm1d(cfg.dims[i - 1], eps=1e-6), nn.Conv1d(cfg.dims[i - 1], dim, k, stride=k)]
         mods += [ConvNeXtBlock(dim, cfg.kernel_size, next(rates), cfg.layer_scale_init) for _ in range(depth)]
     mods.append(ChannelLayerNorm1d(cfg.dims[-1], eps=1e-6))
     body = nn.Sequential(*mods)
@@ -68,20 +80,22 @@ def build(cfg: ConvNeXt1dConfig) -> ZooModel:
         if isinstance(m, (nn.Conv1d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
-    min_length = cfg.stem_kernel * 2 ** (len(cfg.dims) - 1)
-    return ZooModel(cfg, body, MultiTaskHead(cfg.dims[-1], "avg_last"), causal=False, kind="sequence",
+    min_length = cfg.stem_kernel * (2 ** (len(cfg.dims) - 1) if cfg.downsample else 1)
+    return ZooModel(cfg, body, MultiTaskHead(cfg.dims[-1], cfg.pooling), causal=False, kind="sequence",
                     min_length=min_length)
 
 
+# Published recipe: patchify stem k=4 s=4, stride-2 downsampling, head on the window average and the newest step.
+_PATCHIFY = dict(stem_kernel=4, downsample=True, pooling="avg_last")
 VARIANTS = {
     "default": ConvNeXt1dConfig(),
     # timm's small widths, scaled for a laptop CPU.
-    "atto": ConvNeXt1dConfig(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),
-    "nano": ConvNeXt1dConfig(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), drop_path=0.1),
+    "atto": ConvNeXt1dConfig(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), **_PATCHIFY),
+    "nano": ConvNeXt1dConfig(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), drop_path=0.1, **_PATCHIFY),
     # Published sizes (Liu et al. 2022).
-    "tiny": ConvNeXt1dConfig(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), drop_path=0.1),
-    "small": ConvNeXt1dConfig(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), drop_path=0.4),
-    "base": ConvNeXt1dConfig(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), drop_path=0.5),
+    "tiny": ConvNeXt1dConfig(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), drop_path=0.1, **_PATCHIFY),
+    "small": ConvNeXt1dConfig(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), drop_path=0.4, **_PATCHIFY),
+    "base": ConvNeXt1dConfig(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), drop_path=0.5, **_PATCHIFY),
 }
 
 ARCHITECTURE = register_architecture(Architecture(

@@ -6,6 +6,19 @@ when the shape changes. Options: squeeze-and-excitation after each block's
 last BN, and a multi-scale first convolution (parallel k=3, 5, 7 branches
 fused by a 1×1). The blocks are written for 1 or 2 spatial dims so the 2D
 ResNet in :mod:`pipeline.models.cnn2d` shares them.
+
+``downsample=False`` keeps the time resolution (stem stride 1, no max-pool,
+no stage strides: the time-series ResNet of Wang, Yan & Oates 2017), and the
+head reads the newest step (``pooling="last"``), whose features come from
+the newest bars at full resolution. The ImageNet-style downsampling turns a
+short window into one or two steps that each summarise the whole window, so a
+forecast cannot single out the newest bar: on the planted last-bar pattern
+(tests/training/test_honesty_training.py, 32-bar windows) the strided network
+scored below the majority class. ``norm="none"`` drops the batch norms
+(measured there: the same pattern is found more reliably without them, as
+the TCN's batch-norm variant also loses it). The CPU-sized ``default`` (and
+``se``, ``multiscale``) are full-resolution and norm-free; the published
+sizes (``resnet18`` / ``34`` / ``50``) keep the ImageNet recipe.
 """
 
 from __future__ import annotations
@@ -26,7 +39,12 @@ def _conv(dims: int, cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
     return cls(cin, cout, k, stride=stride, padding=k // 2, bias=False)
 
 
-def _bn(dims: int, c: int) -> nn.Module:
+NORMS = ("batch", "none")
+
+
+def _bn(dims: int, c: int, norm: str = "batch") -> nn.Module:
+    if norm == "none":  # same module positions as with batch norm (state-dict names keep their indices)
+        return nn.Identity()
     return nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
 
 
@@ -69,32 +87,35 @@ class _Residual(nn.Module):
 class BasicBlock(_Residual):
     expansion = 1
 
-    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False):
+    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False,
+                 norm: str = "batch"):
         super().__init__()
         cout = width
         first = MultiScaleConv(dims, cin, cout, stride) if multiscale else _conv(dims, cin, cout, 3, stride)
-        layers = [first, _bn(dims, cout), nn.ReLU(inplace=True), _conv(dims, cout, cout, 3), _bn(dims, cout)]
+        layers = [first, _bn(dims, cout, norm), nn.ReLU(inplace=True), _conv(dims, cout, cout, 3),
+                  _bn(dims, cout, norm)]
         if se:
             layers.append(SqueezeExcite(cout))
         self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout))
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout, norm))
                          if stride != 1 or cin != cout else None)
 
 
 class Bottleneck(_Residual):
     expansion = 4
 
-    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False):
+    def __init__(self, dims: int, cin: int, width: int, stride: int = 1, se: bool = False, multiscale: bool = False,
+                 norm: str = "batch"):
         super().__init__()
         cout = width * self.expansion
         mid = MultiScaleConv(dims, width, width, stride) if multiscale else _conv(dims, width, width, 3, stride)
-        layers = [_conv(dims, cin, width, 1), _bn(dims, width), nn.ReLU(inplace=True),
-                  mid, _bn(dims, width), nn.ReLU(inplace=True),
-                  _conv(dims, width, cout, 1), _bn(dims, cout)]
+        layers = [_conv(dims, cin, width, 1), _bn(dims, width, norm), nn.ReLU(inplace=True),
+                  mid, _bn(dims, width, norm), nn.ReLU(inplace=True),
+                  _conv(dims, width, cout, 1), _bn(dims, cout, norm)]
         if se:
             layers.append(SqueezeExcite(cout))
         self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout))
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout, norm))
                          if stride != 1 or cin != cout else None)
 
 
@@ -103,23 +124,30 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 def resnet_body(dims: int, in_channels: int, block: str, layers, widths, stem_channels: int,
                 stem_kernel: int = 7, stem_stride: int = 2, stem_pool: bool = True,
-                se: bool = False, multiscale: bool = False) -> tuple[nn.Sequential, int]:
-    """Stem + stages as one nn.Sequential; returns it and its output width."""
+                se: bool = False, multiscale: bool = False, downsample: bool = True,
+                norm: str = "batch") -> tuple[nn.Sequential, int]:
+    """Stem + stages as one nn.Sequential; returns it and its output width.
+
+    ``downsample=False``: stem stride 1, no max-pool and no stage strides (full resolution)."""
     if block not in BLOCKS:
         raise ValueError(f"ResNet block must be one of {sorted(BLOCKS)}, got {block!r}")
+    if norm not in NORMS:
+        raise ValueError(f"ResNet norm must be one of {NORMS}, got {norm!r}")
+    if not downsample:
+        stem_stride, stem_pool = 1, False
     if len(layers) != len(widths):
         raise ValueError(f"ResNet layers {layers} and widths {widths} must have the same length")
     cls = BLOCKS[block]
     pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
     mods: list[nn.Module] = [_conv(dims, in_channels, stem_channels, stem_kernel, stem_stride),
-                             _bn(dims, stem_channels), nn.ReLU(inplace=True)]
+                             _bn(dims, stem_channels, norm), nn.ReLU(inplace=True)]
     if stem_pool:
         mods.append(pool(3, 2, 1))
     cin = stem_channels
     for i, (n, w) in enumerate(zip(layers, widths)):
         for j in range(n):
-            stride = 2 if (i > 0 and j == 0) else 1
-            mods.append(cls(dims, cin, w, stride, se=se, multiscale=multiscale))
+            stride = 2 if (downsample and i > 0 and j == 0) else 1
+            mods.append(cls(dims, cin, w, stride, se=se, multiscale=multiscale, norm=norm))
             cin = w * cls.expansion
     body = nn.Sequential(*mods)
     kaiming_init(body)
@@ -137,15 +165,20 @@ class ResNet1dConfig:
     se: bool = False
     multiscale: bool = False
     dropout: float = 0.0
+    downsample: bool = False  # True: stem stride 2 + max-pool and a stride-2 first block per stage (ImageNet)
+    norm: str = "none"  # "batch" | "none"
+    pooling: str = "last"  # head pooling (MultiTaskHead.POOLINGS)
 
 
 def build(cfg: ResNet1dConfig) -> ZooModel:
     body, width = resnet_body(1, cfg.in_channels, cfg.block, cfg.layers, cfg.widths, cfg.stem_channels,
-                              cfg.stem_kernel, se=cfg.se, multiscale=cfg.multiscale)
-    return ZooModel(cfg, body, MultiTaskHead(width, "avg_last", cfg.dropout), causal=False, kind="sequence")
+                              cfg.stem_kernel, se=cfg.se, multiscale=cfg.multiscale, downsample=cfg.downsample,
+                              norm=cfg.norm)
+    return ZooModel(cfg, body, MultiTaskHead(width, cfg.pooling, cfg.dropout), causal=False, kind="sequence")
 
 
-_PUBLISHED = dict(widths=(64, 128, 256, 512), stem_channels=64)
+# The published ResNets: ImageNet downsampling, batch norm, head on the window average and the newest step.
+_PUBLISHED = dict(widths=(64, 128, 256, 512), stem_channels=64, downsample=True, norm="batch", pooling="avg_last")
 VARIANTS = {
     "default": ResNet1dConfig(),
     "se": ResNet1dConfig(se=True),

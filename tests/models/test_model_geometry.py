@@ -103,11 +103,24 @@ def test_convnext1d_parameter_count_closed_form(variant):
     expected = cfg.in_channels * d[0] * cfg.stem_kernel + d[0] + 2 * d[0]  # stem conv + LayerNorm
     for i, (depth, dim) in enumerate(zip(cfg.depths, d)):
         if i:
-            expected += 2 * d[i - 1] + d[i - 1] * dim * 2 + dim  # LayerNorm + conv k=2 s=2
+            k = 2 if cfg.downsample else 1
+            expected += 2 * d[i - 1] + d[i - 1] * dim * k + dim  # LayerNorm + conv k=2 s=2 (1×1 at full resolution)
         # depthwise k=7 (+bias), LayerNorm, 1×1 ×4 (+bias), 1×1 back (+bias), layer scale
         expected += depth * (dim * cfg.kernel_size + dim + 2 * dim + 4 * dim * dim + 4 * dim + 4 * dim * dim + dim + dim)
-    expected += 2 * d[-1] + 6 * 2 * d[-1] + 6  # final LayerNorm + head (reads the average and the newest step)
+    reads = 2 if cfg.pooling == "avg_last" else 1  # the head reads the average and the newest step, or the newest
+    expected += 2 * d[-1] + 6 * reads * d[-1] + 6  # final LayerNorm + head
     assert count_parameters(model) == expected
+
+
+@pytest.mark.parametrize("name", ["resnet1d", "densenet1d", "convnext1d"])
+def test_strided_families_default_to_full_resolution_and_the_newest_step(name):
+    """The CPU-sized defaults keep the time resolution and read the newest step (a 32-bar window is not summarised
+    into one step); the published sizes keep their ImageNet downsampling (total stride 32 or 16)."""
+    default = build_model(name, in_channels=3, input_length=32)
+    assert total_stride(default) == 1 and default.head.pooling == "last"
+    assert default.features(torch.zeros(1, 3, 32)).shape[-1] == 32
+    published = {"resnet1d": "resnet18", "densenet1d": "small", "convnext1d": "tiny"}[name]
+    assert total_stride(on_meta(name, published)) in (16, 32)
 
 
 def test_resnet1d_variants_grow_as_published():
@@ -212,7 +225,7 @@ def test_build_errors_name_the_problem():
     with pytest.raises(TypeError, match=r"unknown config field\(s\) \['kernal_size'\]"):
         build_model("tcn", kernal_size=3)
     with pytest.raises(ValueError, match="shorter than its minimum"):
-        build_model("convnext1d", input_length=16)
+        build_model("convnext1d", "tiny", input_length=16)  # patchify k=4 and 3 stride-2 stages: at least 32
     with pytest.raises(ValueError, match="image model"):
         build_model("resnet2d", input_length=64)
     with pytest.raises(ValueError, match="multiple of 4"):

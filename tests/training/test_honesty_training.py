@@ -36,8 +36,6 @@ from pipeline.config import Settings
 from pipeline.features.dbt_cli import run_dbt
 from pipeline.market.ingest import build_source, ingest_candles
 from pipeline.market.schemas import CANDLE_SCHEMA, conform
-from pipeline.models.inspect import total_stride
-from pipeline.models.registry import build_model
 from pipeline.training.datasets import build_window_store, load_series, robust_stats
 from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, TrainingConfig, load_artifact, predict,
                                             store_training, time_folds, train_architecture, train_fold)
@@ -51,12 +49,6 @@ RANDOM_DAYS = 120
 CONFIG = dict(window=32, n_folds=2, epochs=3, embargo=2, max_train_windows=4000, threads=1,
               class_weighting="none")
 RANDOM_CONFIG = dict(CONFIG, epochs=1, max_train_windows=2000)
-# Strided architectures (resnet1d, densenet1d, convnext1d) downsample the 32-bar CI window to one or two steps,
-# so even the newest step of their feature map (head pooling "avg_last") summarises the whole window: at this
-# size they fit the window's summary (which misleads out of sample here) and miss a pattern that lives in the
-# last bar. Expected failures, derived from the zoo's geometry: a body that keeps the time resolution counts again.
-WHOLE_WINDOW_STEP = {a for a in SEQUENCE_ARCHITECTURES
-                     if total_stride(build_model(a, input_length=CONFIG["window"])) * 2 >= CONFIG["window"]}
 LEAK_ARCHITECTURES = ("tcn", "inception")  # one causal (last-step head), one non-causal (pooled) network
 
 
@@ -117,13 +109,6 @@ def oos_scores(wh: Warehouse, architecture: str, symbol: str) -> tuple[int, int,
     return int((guess == y).sum()), int(y.size), float(np.bincount(y, minlength=3).max() / y.size)
 
 
-def _maybe_miss(arch: str):
-    if arch in WHOLE_WINDOW_STEP:
-        return pytest.param(arch, marks=pytest.mark.xfail(
-            reason="downsamples the CI window to <= 2 steps: misses the last-bar planted pattern", strict=False))
-    return arch
-
-
 def assert_finds_the_planted_pattern(trained: Trained, arch: str, min_scored: int = 1000) -> None:
     """Out of sample, on every symbol: accuracy above the majority class with binomial p < 0.01, the backtest's
     own scoring agrees, and the model's backtest makes money after fees, slippage and funding."""
@@ -155,7 +140,7 @@ def assert_no_deflated_sharpe_above_095(trained: Trained, architectures: tuple[s
         assert not dsr > 0.95, f"{r.strategy} {r.symbol}: deflated Sharpe {dsr:.3f} on a random walk"
 
 
-@pytest.mark.parametrize("arch", [_maybe_miss(a) for a in SEQUENCE_ARCHITECTURES])
+@pytest.mark.parametrize("arch", SEQUENCE_ARCHITECTURES)
 def test_every_architecture_finds_the_planted_pattern_out_of_sample(planted, arch):
     assert_finds_the_planted_pattern(planted, arch)
 
