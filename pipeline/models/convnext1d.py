@@ -7,12 +7,13 @@ conv → LayerNorm → 1×1 expand ×4 → GELU → 1×1 contract → layer scal
 
 ``downsample=False`` keeps the time resolution: the stride-2 layers between
 stages become LayerNorm + 1×1 conv (the width still grows), and with
-``stem_kernel=1`` each bar is its own patch; the head reads the newest step
-(``pooling="last"``). With the patchify stem and stage downsampling a 32-bar
-window shrinks to one step that summarises the whole window, and the planted
-last-bar pattern of tests/training/test_honesty_training.py was missed. The
-CPU-sized ``default`` is full-resolution (dims 32, 32, 64, 64); ``atto`` …
-``base`` keep the published patchify recipe.
+``stem_kernel=1`` each bar is its own patch, so the newest step the head
+reads (``avg_last``: window average + newest step) comes from the newest
+bars. With the patchify stem and stage downsampling a 32-bar window shrank to
+one step that summarises the whole window, and the planted last-bar pattern
+of tests/training/test_honesty_training.py was missed. The CPU-sized
+``default`` is full-resolution (dims 32, 32, 64, 64); ``atto`` … ``base``
+keep the published patchify recipe.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class ConvNeXt1dConfig:
     drop_path: float = 0.0
     layer_scale_init: float = 1e-6
     downsample: bool = False  # True: LayerNorm + conv k=2 s=2 between stages (published)
-    pooling: str = "last"  # head pooling (MultiTaskHead.POOLINGS)
+    pooling: str = "avg_last"  # head pooling (MultiTaskHead.POOLINGS)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -85,8 +86,8 @@ def build(cfg: ConvNeXt1dConfig) -> ZooModel:
                     min_length=min_length)
 
 
-# Published recipe: patchify stem k=4 s=4, stride-2 downsampling, head on the window average and the newest step.
-_PATCHIFY = dict(stem_kernel=4, downsample=True, pooling="avg_last")
+# Published recipe: patchify stem k=4 s=4, stride-2 downsampling.
+_PATCHIFY = dict(stem_kernel=4, downsample=True)
 VARIANTS = {
     "default": ConvNeXt1dConfig(),
     # timm's small widths, scaled for a laptop CPU.
