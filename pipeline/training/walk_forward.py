@@ -32,7 +32,7 @@ from pipeline.models.registry import build_model
 from pipeline.training.augment import augment_batch, parse_augmentations
 from pipeline.training.datasets import WindowStore, build_window_store, load_series, robust_stats
 from pipeline.training.losses import LossConfig, balanced_class_weights, multitask_loss
-from pipeline.training.pretrain import PretrainConfig, initialise_backbone
+from pipeline.training.pretrain import ChartAugment, PretrainConfig, augment_charts, initialise_backbone
 from pipeline.training.splits import validation_tail, walk_forward_splits
 
 SEQUENCE_ARCHITECTURES: tuple[str, ...] = ("wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception")
@@ -290,6 +290,10 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
         best = {"val_loss": float(ckpt["best_val_loss"]), "epoch": int(ckpt["best_epoch"]), "state": ckpt["best_state"]}
         log(f"{config.architecture} fold {fold_index}: resumed from {ckpt_path} after epoch {start_epoch - 1}")
     n_fixed = len(store.symbols)
+    # Image models: CONVTRADE_AUGMENT (any name) turns on the chart-preserving views of the SimCLR pre-training
+    # (pipeline.training.pretrain: leftmost bars blanked, never the newest; price area shifted; pixel dropout;
+    # noise) on the raw pixels of training batches; defined for candlestick charts only (else an error here).
+    chart_aug = ChartAugment.for_encoding(config.encoding) if config.encoding and config.augment else None
     for epoch in range(start_epoch, config.epochs):
         if bad_epochs >= config.patience:
             break
@@ -301,8 +305,12 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
         t0, total, seen = time.perf_counter(), 0.0, 0
         for i in range(0, order.shape[0], config.batch_size):
             idx = order[i:i + config.batch_size]
-            x = module.normalise(torch.from_numpy(store.gather(fit_rows[idx])))
-            x = augment_batch(x, config.augment, gen, n_fixed)
+            x = torch.from_numpy(store.gather(fit_rows[idx]))
+            if chart_aug is not None:
+                x = augment_charts(x, chart_aug, gen, store.n_feature_channels)
+            x = module.normalise(x)
+            if chart_aug is None:
+                x = augment_batch(x, config.augment, gen, n_fixed)
             cls, ret, vol = (t[idx] for t in fit_t)
             out = module.model(x)
             loss = multitask_loss(out, cls, ret, vol, config.loss, class_weights)

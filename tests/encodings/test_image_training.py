@@ -1,4 +1,5 @@
-"""Image models through the walk-forward path: cnn_ta on indicator images, orderbook_net on heatmaps.
+"""Image models through the walk-forward path: cnn_ta on indicator images, orderbook_net on heatmaps, the
+chart-preserving training augmentations of resnet2d_candlestick.
 
 Same folds, loss, edge rule and registry rows as the sequence models; the
 artifact (safetensors + config with the input shape and the fold's CNN-TA row
@@ -7,6 +8,7 @@ scaling) reloads and reproduces the stored out-of-sample predictions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from assets.market import raw_candles, raw_orderbook
 from pipeline.encodings.build import build_encoding
 from pipeline.training.images import build_image_store
 from pipeline.training.walk_forward import (IMAGE_MODELS, TrainingConfig, load_artifact, predict, store_training,
-                                            time_folds, train_architecture)
+                                            time_folds, train_architecture, train_fold)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,28 @@ def test_image_model_trains_walk_forward_and_reloads(image_warehouse, name):
     proba = predict(module, store, samples)[0]
     np.testing.assert_allclose(proba[:, 2], rows["p_up"].to_numpy(), rtol=1e-5, atol=1e-6)
     assert all(bool(torch.isfinite(p).all()) for p in module.state_dict().values())
+
+
+def test_chart_training_batches_take_the_chart_preserving_augmentations(image_warehouse, tmp_path):
+    """CONVTRADE_AUGMENT on a chart model: the SimCLR pre-training's chart-preserving views (one home,
+    pipeline.training.pretrain.augment_charts) on its training batches, seeded; on an image that is no
+    candlestick chart (cnn_ta's indicator matrix) it is an error, not a silent no-op."""
+    wh, settings = image_warehouse
+    build_encoding(wh, settings, "candlestick_20", log=lambda _: None)
+    store = build_image_store(wh, settings, "candlestick_20", 1)
+    base = dict(n_folds=2, epochs=1, embargo=2, max_train_windows=128, batch_size=64, train_min_fraction=0.5)
+    plain = TrainingConfig.from_settings(settings, "resnet2d_candlestick", **base)
+    augmented = dataclasses.replace(plain, augment=("jitter",))
+    _, fit, val, _, _ = time_folds(store, plain)[0]
+    weights = {name: train_fold(store, cfg, 0, fit, val, tmp_path / name, log=lambda _: None)[0].state_dict()
+               for name, cfg in (("plain", plain), ("augmented", augmented), ("again", augmented))}
+    assert all(torch.equal(weights["augmented"][k], v) for k, v in weights["again"].items())  # seeded
+    assert any(not torch.equal(weights["plain"][k], v) for k, v in weights["augmented"].items())  # applied
+    indicator = build_image_store(wh, settings, "indicator_image", 1)
+    cnn_ta = TrainingConfig.from_settings(settings, "cnn_ta", augment=("jitter",), **base)
+    _, fit, val, _, _ = time_folds(indicator, cnn_ta)[0]
+    with pytest.raises(ValueError, match="not a candlestick chart"):
+        train_fold(indicator, cnn_ta, 0, fit, val, tmp_path / "cnn_ta", log=lambda _: None)
 
 
 def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_warehouse):
