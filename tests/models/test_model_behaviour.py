@@ -112,7 +112,13 @@ def test_non_causal_models_refuse_per_step_outputs(name):
 def test_gradient_reaches_every_parameter(name):
     torch.manual_seed(0)
     model = small_model(name).train()
-    out = model(torch.randn((4,) + model.input_shape))
+    x = torch.randn((4,) + model.input_shape)
+    if getattr(model.config, "zero_init_residual", False):
+        # a zeroed last conv blocks its branch's gradient until the first update (by design): take one SGD step
+        sum(t.sum() for t in model(x)).backward()
+        torch.optim.SGD(model.parameters(), lr=0.01).step()
+        model.zero_grad()
+    out = model(x)
     loss = sum(t.sum() for t in out)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
@@ -265,3 +271,27 @@ def test_resnet1d_options_change_the_network(overrides):
         assert "Bottleneck" in names and model.head.linear.in_features == 16 * 4  # the newest step
     assert sum(p.numel() for p in model.parameters()) != sum(p.numel() for p in base.parameters())
     check_output(model.eval()(torch.randn(2, 3, 64)), 2)
+
+
+def test_resnet1d_default_blocks_start_as_the_identity():
+    """zero_init_residual (the CPU default, norm-free): every residual branch's last conv starts at zero, so each block
+    passes the (non-negative, post-ReLU) stem features through unchanged, yet the zeroed weights still get gradients.
+    The published sizes keep the standard init."""
+    from pipeline.models.resnet1d import _Residual
+
+    torch.manual_seed(0)
+    model = build_model("resnet1d", in_channels=3, input_length=32).train()
+    x = torch.randn(2, 3, 32)
+    stem = model.body[:3](x)
+    blocks = [m for m in model.body if isinstance(m, _Residual)]
+    assert blocks and all(b.main[3].weight.abs().sum() == 0 for b in blocks)
+    h = stem
+    for b in blocks:
+        out = b(h)
+        shortcut = h if b.shortcut is None else b.shortcut(h)
+        torch.testing.assert_close(out, torch.relu(shortcut))
+        h = out
+    multitask_loss(model(x), torch.tensor([0, 2]), config=DIRECTION_CE).backward()
+    assert all(b.main[3].weight.grad.abs().sum() > 0 for b in blocks)
+    published = build_model("resnet1d", "resnet18", in_channels=3, input_length=64)
+    assert all(b.main[-1].weight.abs().sum() > 0 for b in published.body.modules() if isinstance(b, _Residual))
