@@ -29,7 +29,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
-from pipeline.models.layers import Geometry, compose, kaiming_init
+from pipeline.models.layers import NORMS, Geometry, compose, kaiming_init, norm_layer
 from pipeline.models.registry import Architecture, ZooModel, register_architecture
 
 
@@ -49,13 +49,6 @@ class DenseNet1dConfig:
     norm: str = "none"  # "batch" | "none"
 
 
-NORMS = ("batch", "none")
-
-
-def _norm(c: int, norm: str) -> nn.Module:
-    return nn.BatchNorm1d(c) if norm == "batch" else nn.Identity()
-
-
 class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int, bn_size: int, kernel_size: int, dropout: float,
                  memory_efficient: bool, norm: str = "batch"):
@@ -63,12 +56,12 @@ class DenseLayer(nn.Module):
         self.memory_efficient = memory_efficient
         if bn_size > 0:
             mid = bn_size * growth
-            self.bottleneck = nn.Sequential(_norm(cin, norm), nn.ReLU(inplace=True),
+            self.bottleneck = nn.Sequential(norm_layer(1, cin, norm), nn.ReLU(inplace=True),
                                             nn.Conv1d(cin, mid, 1, bias=False))
         else:
             mid = cin
             self.bottleneck = nn.Identity()
-        self.conv = nn.Sequential(_norm(mid, norm), nn.ReLU(inplace=True),
+        self.conv = nn.Sequential(norm_layer(1, mid, norm), nn.ReLU(inplace=True),
                                   nn.Conv1d(mid, growth, kernel_size, padding=kernel_size // 2, bias=False))
         self.dropout = nn.Dropout(dropout)
 
@@ -114,7 +107,7 @@ def build(cfg: DenseNet1dConfig) -> ZooModel:
     k = cfg.growth_rate
     c = cfg.init_features or 2 * k
     mods: list[nn.Module] = [nn.Conv1d(cfg.in_channels, c, 7, stride=2 if cfg.downsample else 1, padding=3, bias=False),
-                             _norm(c, cfg.norm), nn.ReLU(inplace=True)]
+                             norm_layer(1, c, cfg.norm), nn.ReLU(inplace=True)]
     if cfg.downsample:
         mods.append(nn.MaxPool1d(3, 2, 1))
     kw = dict(bn_size=cfg.bn_size, kernel_size=cfg.kernel_size, dropout=cfg.dropout,
@@ -124,11 +117,11 @@ def build(cfg: DenseNet1dConfig) -> ZooModel:
         c += n * k
         if i < len(cfg.blocks) - 1:
             out = int(c * cfg.compression)
-            mods += [_norm(c, cfg.norm), nn.ReLU(inplace=True), nn.Conv1d(c, out, 1, bias=False)]
+            mods += [norm_layer(1, c, cfg.norm), nn.ReLU(inplace=True), nn.Conv1d(c, out, 1, bias=False)]
             if cfg.downsample:
                 mods.append(nn.AvgPool1d(2, 2))
             c = out
-    mods += [_norm(c, cfg.norm), nn.ReLU(inplace=True)]
+    mods += [norm_layer(1, c, cfg.norm), nn.ReLU(inplace=True)]
     body = nn.Sequential(*mods)
     kaiming_init(body)
     return ZooModel(cfg, body, MultiTaskHead(c, cfg.pooling), causal=False, kind="sequence",

@@ -121,6 +121,19 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+NORMS = ("batch", "none")  # the norm choice of the ResNet and DenseNet bodies
+
+
+def norm_layer(dims: int, channels: int, norm: str = "batch") -> nn.Module:
+    """Batch norm over ``channels`` (1D or 2D), or an identity for ``norm="none"``: the module keeps its position,
+    so state-dict names keep their indices either way."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm == "none":
+        return nn.Identity()
+    return nn.BatchNorm1d(channels) if dims == 1 else nn.BatchNorm2d(channels)
+
+
 def kaiming_init(module: nn.Module) -> None:
     """He init for convolutions, unit/zero for norms (the torchvision recipe)."""
     for m in module.modules():

@@ -51,22 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
-from pipeline.models.layers import Geometry, SqueezeExcite, kaiming_init, parallel
+from pipeline.models.layers import NORMS, Geometry, SqueezeExcite, kaiming_init, norm_layer, parallel
 from pipeline.models.registry import Architecture, ZooModel, register_architecture
 
 
 def _conv(dims: int, cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
     cls = nn.Conv1d if dims == 1 else nn.Conv2d
     return cls(cin, cout, k, stride=stride, padding=k // 2, bias=False)
-
-
-NORMS = ("batch", "none")
-
-
-def _bn(dims: int, c: int, norm: str = "batch") -> nn.Module:
-    if norm == "none":  # same module positions as with batch norm (state-dict names keep their indices)
-        return nn.Identity()
-    return nn.BatchNorm1d(c) if dims == 1 else nn.BatchNorm2d(c)
 
 
 class MultiScaleConv(nn.Module):
@@ -113,12 +104,12 @@ class BasicBlock(_Residual):
         super().__init__()
         cout = width
         first = MultiScaleConv(dims, cin, cout, stride) if multiscale else _conv(dims, cin, cout, 3, stride)
-        layers = [first, _bn(dims, cout, norm), nn.ReLU(inplace=True), _conv(dims, cout, cout, 3),
-                  _bn(dims, cout, norm)]
+        layers = [first, norm_layer(dims, cout, norm), nn.ReLU(inplace=True), _conv(dims, cout, cout, 3),
+                  norm_layer(dims, cout, norm)]
         if se:
             layers.append(SqueezeExcite(cout))
         self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout, norm))
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), norm_layer(dims, cout, norm))
                          if stride != 1 or cin != cout else None)
 
 
@@ -130,13 +121,13 @@ class Bottleneck(_Residual):
         super().__init__()
         cout = width * self.expansion
         mid = MultiScaleConv(dims, width, width, stride) if multiscale else _conv(dims, width, width, 3, stride)
-        layers = [_conv(dims, cin, width, 1), _bn(dims, width, norm), nn.ReLU(inplace=True),
-                  mid, _bn(dims, width, norm), nn.ReLU(inplace=True),
-                  _conv(dims, width, cout, 1), _bn(dims, cout, norm)]
+        layers = [_conv(dims, cin, width, 1), norm_layer(dims, width, norm), nn.ReLU(inplace=True),
+                  mid, norm_layer(dims, width, norm), nn.ReLU(inplace=True),
+                  _conv(dims, width, cout, 1), norm_layer(dims, cout, norm)]
         if se:
             layers.append(SqueezeExcite(cout))
         self.main = nn.Sequential(*layers)
-        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), _bn(dims, cout, norm))
+        self.shortcut = (nn.Sequential(_conv(dims, cin, cout, 1, stride), norm_layer(dims, cout, norm))
                          if stride != 1 or cin != cout else None)
 
 
@@ -161,7 +152,7 @@ def resnet_body(dims: int, in_channels: int, block: str, layers, widths, stem_ch
     cls = BLOCKS[block]
     pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
     mods: list[nn.Module] = [_conv(dims, in_channels, stem_channels, stem_kernel, stem_stride),
-                             _bn(dims, stem_channels, norm), nn.ReLU(inplace=True)]
+                             norm_layer(dims, stem_channels, norm), nn.ReLU(inplace=True)]
     if stem_pool:
         mods.append(pool(3, 2, 1))
     cin = stem_channels

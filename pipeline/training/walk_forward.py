@@ -306,11 +306,10 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
         for i in range(0, order.shape[0], config.batch_size):
             idx = order[i:i + config.batch_size]
             x = torch.from_numpy(store.gather(fit_rows[idx]))
-            if chart_aug is not None:
-                x = augment_charts(x, chart_aug, gen, store.n_feature_channels)
-            x = module.normalise(x)
-            if chart_aug is None:
-                x = augment_batch(x, config.augment, gen, n_fixed)
+            if chart_aug is not None:  # chart views act on raw pixels, before the scaling
+                x = module.normalise(augment_charts(x, chart_aug, gen, store.n_feature_channels))
+            else:
+                x = augment_batch(module.normalise(x), config.augment, gen, n_fixed)
             cls, ret, vol = (t[idx] for t in fit_t)
             out = module.model(x)
             loss = multitask_loss(out, cls, ret, vol, config.loss, class_weights)

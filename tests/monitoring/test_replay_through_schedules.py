@@ -190,6 +190,7 @@ def replay(data_dir, days: int = DAYS, log=print) -> dict:
 
 @pytest.fixture(scope="module")
 def month(tmp_path_factory):
+    assert Settings().drift_columns == list(WATCHED), "the month runs on the default drift features"
     assert HISTORY_START <= FIRST_DAY - dt.timedelta(days=60), (
         f"CONVTRADE_START={HISTORY_START}: the replay needs 60 days of history before {FIRST_DAY}")
     return replay(tmp_path_factory.mktemp("replay"))
