@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m pipeline.features.dbt_cli parse
+	$(BIN)/python -m pipeline.dbt_runner.invoke parse
 	touch $@
 
 # Kept as dagster_instance.yaml: a dagster.yaml in the folder `dagster dev` starts from makes it warn

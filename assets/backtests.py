@@ -7,8 +7,8 @@ from assets.monitoring import rows_written_metadata
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import MODEL_KEYS
 from pipeline.backtest.comparison import run_comparison
-from pipeline.backtest.model_runs import run_model_backtests
-from pipeline.backtest.suite import run_baseline_suite, summary_markdown
+from pipeline.backtest.model_backtests import run_model_backtests
+from pipeline.backtest.baselines import run_baseline_suite, summary_markdown
 
 
 @dg.asset(

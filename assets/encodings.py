@@ -20,7 +20,7 @@ from assets.partitions import market_partitions, partition_window
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.encodings.build import ENCODINGS, build_encoding
 from pipeline.encodings.preview import sample_png
-from pipeline.encodings.store import check_encoding, month_of_ms, open_images
+from pipeline.encodings.image_files import check_encoding, month_of_ms, open_images
 
 SAMPLES = 4
 
@@ -99,4 +99,3 @@ def _encoding_check(name: str, asset):
 ENCODING_ASSETS = [_encoding_asset(name) for name in ENCODINGS]
 ENCODING_CHECKS = [_encoding_check(name, a) for name, a in zip(ENCODINGS, ENCODING_ASSETS)]
 ENCODING_KEYS = [a.key for a in ENCODING_ASSETS]
-indicator_image, gaf, mtf, candlestick_5, candlestick_20, candlestick_60, orderbook_heatmap = ENCODING_ASSETS

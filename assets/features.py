@@ -7,7 +7,7 @@ passes its window to dbt, which rewrites only those days (see the dbt docs of
 candle_features for why the values equal a full rebuild).
 
 Importing this module runs nothing: the manifest is prepared by `make setup`
-(`python -m pipeline.features.dbt_cli parse`), and under `dagster dev` by
+(`python -m pipeline.dbt_runner.invoke parse`), and under `dagster dev` by
 ``DbtProject.prepare_if_dev()``. The warehouse path and the partition window
 reach dbt as options of the one ``DbtCliResource.cli`` invocation, never
 through this process's environment.
@@ -31,7 +31,7 @@ from dagster_dbt import (
 
 from assets.partitions import market_partitions, partition_window
 from assets.resources import SettingsResource, WarehouseResource
-from pipeline.features.dbt_cli import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args, parse_project
+from pipeline.dbt_runner.invoke import DBT_PROJECT_DIR, MANIFEST_PATH, dbt_executable, launcher_args, parse_project
 from pipeline.quality.features_suite import model_input_frames, validate_model_inputs
 
 
@@ -55,7 +55,7 @@ dbt_project = replace(
 dbt_project.prepare_if_dev()
 if not dbt_project.manifest_path.exists():
     raise FileNotFoundError(
-        f"{MANIFEST_PATH} is missing: run `make setup` (or `.venv/bin/python -m pipeline.features.dbt_cli parse`) "
+        f"{MANIFEST_PATH} is missing: run `make setup` (or `.venv/bin/python -m pipeline.dbt_runner.invoke parse`) "
         "before loading the Dagster definitions"
     )
 

@@ -18,7 +18,7 @@ import warnings
 import dagster as dg
 
 from pipeline.config import Settings
-from pipeline.market.timegrid import utc_naive
+from pipeline.core.timegrid import utc_naive
 
 # BackfillPolicy.single_run() is what makes a backfill of many months one run (the market and dbt
 # assets use it); Dagster marks that parameter beta and warns once per asset while the code location

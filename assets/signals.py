@@ -6,7 +6,7 @@ import dagster as dg
 from assets.monitoring import frame_markdown, rows_written_metadata
 from assets.resources import SettingsResource, WarehouseResource
 from assets.training import MODEL_KEYS
-from pipeline.live.signals import SIGNALS_TABLE, book_paper_trades, latest_signals, ledger_summary, store_signals
+from pipeline.live import SIGNALS_TABLE, book_paper_trades, latest_signals, ledger_summary, store_signals
 
 LATEST_KEY = dg.AssetKey(["signals", "latest"])
 LEDGER_KEY = dg.AssetKey(["signals", "paper_ledger"])

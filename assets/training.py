@@ -1,5 +1,6 @@
-"""Trained models: one asset ``models/<architecture>`` per sequence architecture of the zoo and per image model
-(a 2D architecture on one encoding, ``IMAGE_MODELS``), and its check.
+"""Trained models: one asset ``models/<name>`` per trainable model of the catalogue
+(:mod:`pipeline.models.catalogue`: a zoo architecture on sequence windows or on one image encoding), and its
+check.
 
 Each asset trains every walk-forward fold of its architecture
 (:func:`pipeline.training.walk_forward.train_architecture`), then writes its
@@ -21,8 +22,10 @@ import dagster as dg
 
 from assets.resources import SettingsResource, WarehouseResource
 from pipeline.training.report import check_training, fold_table_markdown, loss_curve_png, png_markdown
-from pipeline.training.walk_forward import (IMAGE_MODELS, PRETRAINED_IMAGE_MODELS, SEQUENCE_ARCHITECTURES,
-                                            TrainingConfig, store_training, train_architecture)
+from pipeline.models.catalogue import trainable, trainable_models
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import train_architecture
 
 TRIGGER_TAG = "trigger"
 TRIGGERS = ("manual", "schedule", "drift")
@@ -42,11 +45,11 @@ def run_trigger(context) -> str:
 
 
 def build_model_asset(architecture: str) -> dg.AssetsDefinition:
-    if architecture in IMAGE_MODELS:
-        zoo, encoding = IMAGE_MODELS[architecture]
-        deps = [dg.AssetKey(["encodings", encoding]), dg.AssetKey(["features", "labels"])]
-        inputs = f"the {encoding} images (encodings/{encoding}) with {zoo}"
-        if architecture in PRETRAINED_IMAGE_MODELS:
+    entry = trainable(architecture)
+    if entry.encoding is not None:
+        deps = [dg.AssetKey(["encodings", entry.encoding]), dg.AssetKey(["features", "labels"])]
+        inputs = f"the {entry.encoding} images (encodings/{entry.encoding}) with {entry.architecture}"
+        if entry.pretrain == "simclr":
             inputs += " (backbone SimCLR-pre-trained per fold on that fold's training-span images)"
     else:
         deps, inputs = UPSTREAM, "features.candle_features windows"
@@ -109,7 +112,7 @@ def build_model_check(architecture: str) -> dg.AssetChecksDefinition:
                     description="Weights finite, out-of-sample log-loss no worse than the class prior's by more "
                                 "than the tolerance, and one prediction for every test sample of every fold.")
     def _check(settings: SettingsResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        from pipeline.training.walk_forward import load_artifact
+        from pipeline.training.artifacts import load_artifact
 
         cfg = settings.settings()
         wh = warehouse.warehouse()
@@ -141,7 +144,10 @@ def build_model_check(architecture: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-ARCHITECTURES = (*SEQUENCE_ARCHITECTURES, *IMAGE_MODELS)
+# Read from the catalogue when the definitions are imported: a trainable model registered by then (its
+# architecture file in pipeline.models.zoo.ARCHITECTURE_MODULES, or a module imported first) gets its asset,
+# its check and a place among the dependencies of the backtest, drift and signal assets.
+ARCHITECTURES = tuple(m.name for m in trainable_models())
 MODEL_ASSETS = [build_model_asset(a) for a in ARCHITECTURES]
 MODEL_CHECKS = [build_model_check(a) for a in ARCHITECTURES]
 MODEL_KEYS = [model_key(a) for a in ARCHITECTURES]

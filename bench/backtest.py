@@ -29,10 +29,10 @@ import time
 import numba as nb
 import numpy as np
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import N_GRID_COLS, prepare_inputs, run_backtest, run_grid
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.signals import SIZING_CODES, SignalRule, target_positions
+from pipeline.core.positions import SIZING_CODES, SignalRule, target_positions
 
 H = 3_600_000
 

@@ -1,6 +1,6 @@
 """Baseline suite speed on years of real history: prints ONE JSON line.
 
-The suite (:func:`pipeline.backtest.suite.run_baseline_suite`, what the
+The suite (:func:`pipeline.backtest.baselines.run_baseline_suite`, what the
 ``backtest/baselines`` asset runs: buy and hold, spot buy and hold, flat, MA
 momentum and the walk-forward logistic regression, then reports and
 ``backtest.*`` rows) on the three real 1h files of ``../shared/data``
@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pipeline.backtest import strategies  # noqa: E402
-from pipeline.backtest.suite import FEATURES_TABLE, run_baseline_suite  # noqa: E402
+from pipeline.backtest.baselines import run_baseline_suite
+from pipeline.core.columns import FEATURES_TABLE  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.features.labels import LABELS_TABLE  # noqa: E402
 from pipeline.warehouse import Warehouse  # noqa: E402
@@ -64,7 +65,7 @@ def build_warehouse(path: Path) -> Warehouse:
         return wh
     import polars as pl
 
-    from pipeline.features.dbt_cli import run_dbt
+    from pipeline.dbt_runner.invoke import run_dbt
     from pipeline.market.files import read_candle_file, read_funding_file
 
     wh.ensure_schema()

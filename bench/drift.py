@@ -1,6 +1,6 @@
 """Drift benchmark on the offline default size; prints ONE JSON line.
 
-A warehouse planted at the offline default by ``pipeline.monitoring.planted``
+A warehouse planted at the offline default by ``tests.monitoring.planted``
 (the default symbols, 1h bars from ``Settings().start`` to today, every
 model-input feature, six architectures with six folds each and their
 out-of-sample predictions; the current window, the newest
@@ -29,14 +29,14 @@ import numpy as np
 
 def plant(path: Path, settings) -> int:
     """The planted warehouse at the offline default size (see the module docstring); returns the bars per symbol."""
-    from pipeline.monitoring.planted import plant_drift_warehouse
-    from pipeline.training.walk_forward import SEQUENCE_ARCHITECTURES
+    from tests.monitoring.planted import plant_drift_warehouse
+    from pipeline.models.catalogue import sequence_model_names
 
     start = dt.datetime.combine(settings.start_date, dt.time())
     bars = int((dt.datetime.now() - start).total_seconds() // 3600)
     test_starts = np.linspace(0.4 * bars, bars, 7).astype(int)[:-1]  # six folds over the newest 60 %
     plant_drift_warehouse(path, symbols=settings.symbols, start=start, bars=bars,
-                          architectures=SEQUENCE_ARCHITECTURES, test_starts=test_starts.tolist(), embargo=25,
+                          architectures=sequence_model_names(), test_starts=test_starts.tolist(), embargo=25,
                           drift_symbols=settings.symbols[:1], shift=0.5, warmup_bars=200,
                           current_bars=settings.drift_recent_bars)
     return bars

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.features.candle_features import compute_candle_features  # noqa: E402
-from pipeline.features.dbt_cli import run_dbt  # noqa: E402
+from pipeline.dbt_runner.invoke import run_dbt  # noqa: E402
 from pipeline.market.schemas import CANDLE_SCHEMA, conform  # noqa: E402
 from pipeline.warehouse import Warehouse  # noqa: E402
 

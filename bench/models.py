@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.training.losses import LossConfig, multitask_loss
-from pipeline.models.inspect import count_parameters, flops
-from pipeline.models.registry import architecture, build_model, list_models
+from pipeline.models.geometry import count_parameters, flops
+from pipeline.models.zoo import architecture, build_model, list_models
 
 BATCH = 64
 

@@ -44,15 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Settings  # noqa: E402
-from pipeline.features.dbt_cli import run_dbt  # noqa: E402
+from pipeline.dbt_runner.invoke import run_dbt  # noqa: E402
 from pipeline.market.ingest import build_source, ingest_candles  # noqa: E402
-from pipeline.models.registry import build_model  # noqa: E402
+from pipeline.models.zoo import build_model  # noqa: E402
 from pipeline.training.datasets import build_window_store, load_series, robust_stats  # noqa: E402
 from pipeline.training.losses import balanced_class_weights, multitask_loss  # noqa: E402
-from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, InferenceModel, TrainingConfig,  # noqa: E402
-                                            _lr_lambda, _tensors, default_threads, time_folds,
-                                            train_architecture, train_fold)
+from pipeline.models.catalogue import sequence_model_names  # noqa: E402
+from pipeline.training.inference import InferenceModel  # noqa: E402
+from pipeline.training.recipe import TrainingConfig  # noqa: E402
+from pipeline.training.walk_forward import _lr_lambda, _tensors, default_threads, time_folds, train_architecture, train_fold  # noqa: E402
 from pipeline.warehouse import Warehouse  # noqa: E402
+
+SEQUENCE_ARCHITECTURES = sequence_model_names()
 
 
 def offline_default(data_dir: Path | None, tmp: Path) -> tuple[Settings, Warehouse, float]:

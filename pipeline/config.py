@@ -10,34 +10,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import re
 from pathlib import Path
 
-from pipeline.market.timegrid import interval_ms
-
-SOURCES = ("synthetic", "files", "bybit")
-# What the features do at a missing bar (pipeline.features.candle_features): "segment" restarts every
-# indicator after it; "fill" fills gaps of at most max_fill_bars bars with flat candles first.
-GAP_POLICIES = ("segment", "fill")
-BYBIT_CATEGORIES = ("linear", "spot", "inverse")
-# Exchange symbols are upper-case letters and digits (BTCUSDT, 1000PEPEUSDT); nothing else may reach a
-# file name, a URL or a report path.
-SYMBOL_PATTERN = re.compile(r"[A-Z0-9]+")
-
-
-def symbol_problem(symbol: str) -> str | None:
-    """Why ``symbol`` is not an exchange symbol, or None when it is one."""
-    if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
-        return f"{symbol!r} is not an exchange symbol: use upper-case letters and digits only, e.g. BTCUSDT"
-    return None
-
-
-# Names the training settings accept (pipeline.training.losses / augment use these).
-CLASS_WEIGHTINGS = ("balanced", "focal", "none")
-AUGMENTATIONS = ("jitter", "scaling", "time_warp", "window_slice")
-
-# The settings that feed pipeline.backtest.costs.CostModel (same field names there).
-COST_SETTINGS = ("taker_fee", "maker_fee", "slippage_bps")
+# config.py stands on the floor (pipeline.core) only: the vocabularies, the cost model's defaults and the
+# column lists it validates against live there, and the domains import them from there too.
+from pipeline.core.choices import (AUGMENTATIONS, BYBIT_CATEGORIES, CLASS_WEIGHTINGS, GAP_POLICIES, SOURCES,
+                                   symbol_problem)
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.costs import COST_SETTINGS, DEFAULT_MAINTENANCE_MARGIN_RATE, CostModel
+from pipeline.core.timegrid import interval_ms
 
 
 # The first daily partition by default: a fixed day, so the partition set and the
@@ -79,9 +60,9 @@ class Settings:
     regime_shift_volatility: float = 2.0
     regime_shift_drift: float = -0.5
     # Costs (Bybit defaults for perpetuals, as fractions)
-    taker_fee: float = 0.00055
-    maker_fee: float = 0.0002
-    slippage_bps: float = 2.0
+    taker_fee: float = CostModel.taker_fee      # one home for the defaults: pipeline.core.costs.CostModel
+    maker_fee: float = CostModel.maker_fee
+    slippage_bps: float = CostModel.slippage_bps
     # Maintenance margin rate, as a fraction of position value: one rate for every symbol ("0.005", Bybit's
     # first BTCUSDT tier) and/or SYMBOL=rate pairs ("0.01,BTCUSDT=0.005,ETHUSDT=0.005"); a bare value is the
     # rate of the symbols not named (default 0.005). Read through maintenance_margin_rate(symbol).
@@ -89,7 +70,7 @@ class Settings:
     # Gaps in the candle grid (features): see GAP_POLICIES
     gap_policy: str = "segment"
     max_fill_bars: int = 12             # "fill": longest gap (missing bars) filled; longer ones are segmented
-    # Model sizes and training (pipeline.training.walk_forward.TrainingConfig.from_settings reads these).
+    # Model sizes and training (pipeline.training.recipe.TrainingConfig.from_settings reads these).
     # Defaults are the demo profile: every architecture (sequence and image), every fold, on the offline
     # default (3 symbols, 1h, ~1 year) within `make demo`'s 15 minutes on 2 cores. `make evaluate` sets
     # CONVTRADE_MAX_TRAIN_WINDOWS=5000 (Makefile EVAL_ENV); everything else is the same.
@@ -215,8 +196,6 @@ class Settings:
     def _check_costs(self) -> None:
         """The cost settings obey the cost model's rules (one home: ``CostModel.__post_init__``),
         checked here so a bad fee fails when the settings are built, before any work."""
-        from pipeline.backtest.costs import CostModel  # here: costs imports this module
-
         for name in COST_SETTINGS:
             value = getattr(self, name)
             try:
@@ -254,14 +233,12 @@ class Settings:
     @property
     def drift_columns(self) -> list[str]:
         """The model inputs the drift report compares: ``drift_features`` in model-input order, or all of them."""
-        from pipeline.features.columns import MODEL_INPUT_COLUMNS
-
         names = _split(str(self.drift_features))
         if not names:
             return list(MODEL_INPUT_COLUMNS)
         if unknown := [n for n in names if n not in MODEL_INPUT_COLUMNS]:
             raise ValueError(f"CONVTRADE_DRIFT_FEATURES={self.drift_features!r}: {', '.join(unknown)} is not a model "
-                             f"input; use names of pipeline.features.columns.MODEL_INPUT_COLUMNS, e.g. log_ret_1,rsi_14")
+                             f"input; use names of pipeline.core.columns.MODEL_INPUT_COLUMNS, e.g. log_ret_1,rsi_14")
         return [c for c in MODEL_INPUT_COLUMNS if c in names]
 
     def now(self) -> dt.datetime:
@@ -315,9 +292,6 @@ class Settings:
             elif name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
-
-
-DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005  # Bybit's first risk-limit tier of BTCUSDT (0.5 %)
 
 
 def parse_regime_shift(text: str, symbols: tuple[str, ...]) -> tuple[dt.date, tuple[str, ...]] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -212,20 +213,41 @@ TABLES: dict[str, str] = {
 }
 
 
-# Image encodings (pipeline.encodings.build.ENCODINGS): one index table per encoding, mapping each image's
-# row in its array file ($DATA_DIR/artifacts/encodings/<name>/<symbol>_<interval>.npy) to its series and ts.
-ENCODING_NAMES: tuple[str, ...] = (
-    "indicator_image", "gaf", "mtf", "candlestick_5", "candlestick_20", "candlestick_60", "orderbook_heatmap",
-)
-for _name in ENCODING_NAMES:
-    TABLES[f"encodings.{_name}_index"] = f"""
-        create table if not exists encodings.{_name}_index (
+# Image encodings (pipeline.encodings.build.ENCODINGS, the one list of them): one index table per encoding,
+# ``encodings.<name>_index``, mapping each image's row in its month's array file
+# ($DATA_DIR/artifacts/encodings/<name>/<symbol>_<interval>/<YYYY-MM>.npy) to its series and ts. Created on
+# the encoding's first write (table_ddl), so a new encoding needs no line here.
+ENCODING_INDEX = re.compile(r"encodings\.([a-z][a-z0-9_]*)_index")
+ENCODING_INDEX_DDL = """
+        create table if not exists encodings.{name}_index (
             symbol varchar not null,
             interval varchar not null,
             ts timestamp not null,              -- the image's bar (candle open time) or snapshot time, UTC
             "row" bigint not null,              -- row of the image in its array file
             primary key (symbol, interval, ts)
         )"""
+
+
+def table_ddl(table: str) -> str:
+    """The DDL of a warehouse table: one of TABLES, or the index table of an image encoding."""
+    if table in TABLES:
+        return TABLES[table]
+    if match := ENCODING_INDEX.fullmatch(table):
+        return ENCODING_INDEX_DDL.format(name=match.group(1))
+    raise KeyError(f"unknown warehouse table {table!r}; known: {', '.join(TABLES)} and encodings.<name>_index")
+
+
+def table_schema(table: str) -> dict[str, pl.DataType]:
+    """The polars schema of a table's columns that have no default (what a writer supplies), from its DDL."""
+    with duckdb.connect(":memory:") as con:
+        con.execute(f"create schema {table.split('.')[0]}")
+        con.execute(table_ddl(table))
+        defaults = {name for name, has_default in con.execute(
+            "select column_name, column_default is not null from information_schema.columns "
+            "where table_schema || '.' || table_name = ?", [table]).fetchall() if has_default}
+        frame = con.sql(f"select * from {table} limit 0").pl()
+    return {name: dtype for name, dtype in frame.schema.items() if name not in defaults}
+
 
 # table -> statements that bring a table created by an older DDL up to date (idempotent; run after the DDL)
 MIGRATIONS: dict[str, tuple[str, ...]] = {
@@ -243,7 +265,7 @@ MIGRATIONS: dict[str, tuple[str, ...]] = {
 
 def _create_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """The table's DDL, then its migrations (columns added since older warehouse files were written)."""
-    con.execute(TABLES[table])
+    con.execute(table_ddl(table))
     for statement in MIGRATIONS.get(table, ()):
         con.execute(statement)
 
@@ -343,8 +365,7 @@ class Warehouse:
         Returns the rows deleted per table.
         """
         for r in replacements:
-            if r.table not in TABLES:
-                raise KeyError(f"unknown warehouse table {r.table!r}; known: {', '.join(TABLES)}")
+            table_ddl(r.table)  # an unknown table fails here, before any connection
         deleted: dict[str, int] = {}
         with self.connect() as con:
             for r in replacements:

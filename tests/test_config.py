@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.market.timegrid import bars_per_year, interval_ms
+from pipeline.core.timegrid import bars_per_year, interval_ms
 
 
 def test_environment_overrides_defaults():
@@ -90,7 +90,7 @@ def test_replay_clock_is_the_pipelines_now_and_is_checked():
 
 
 def test_drift_features_name_model_inputs():
-    from pipeline.features.columns import MODEL_INPUT_COLUMNS
+    from pipeline.core.columns import MODEL_INPUT_COLUMNS
 
     assert Settings().drift_columns == ["log_ret_1", "close_pos", "body_ratio"]  # the calibrated default
     assert Settings(drift_features="").drift_columns == MODEL_INPUT_COLUMNS  # empty: every model input

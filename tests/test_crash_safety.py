@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from assets import run_safety
-from pipeline.backtest.store import resolve_report_path, stored_report_path
+from pipeline.backtest.tables import resolve_report_path, stored_report_path
 from pipeline.market.base import MarketDataError
 from pipeline.market.files import read_candle_file
 from pipeline.market.schemas import CANDLE_RULES

@@ -30,8 +30,8 @@ from pipeline.backtest.metrics import bar_returns, drawdown, sharpe_ratio
 from pipeline.backtest.overfitting import (deflated_sharpe_of_returns, probability_of_backtest_overfitting,
                                            sharpe_moments)
 from pipeline.backtest.engine import BacktestResult
-from pipeline.backtest.runs import BENCHMARK_FAMILY, BacktestRun
-from pipeline.market.timegrid import bars_per_year
+from pipeline.backtest.evaluation import BENCHMARK_FAMILY, BacktestRun
+from pipeline.core.timegrid import bars_per_year
 
 COLUMNS = ("strategy", "family", "symbol", "interval", "accuracy", "macro_f1", "log_loss", "sharpe",
            "max_drawdown", "turnover", "deflated_sharpe", "dsr_trials", "pbo", "train_seconds")

@@ -29,7 +29,7 @@ Order of events inside bar ``i``:
 1. day / week bookkeeping (drawdown limits are measured from the equity at the
    last close before the new day / week);
 2. funding: ``funding[i]`` holds the rates settled in ``(open[i-1], open[i]]``
-   (see :func:`pipeline.backtest.costs.funding_per_bar`); it is paid on the
+   (see :func:`pipeline.core.costs.funding_per_bar`); it is paid on the
    position held just before the open of bar ``i``, valued at that open:
    ``cash -= qty * open * rate`` (longs pay when the rate is positive);
 3. at the open: liquidation if equity is at or below the maintenance margin;
@@ -63,8 +63,8 @@ import math
 import numba as nb
 import numpy as np
 
-from pipeline.backtest.signals import targets_from_probabilities as _targets
-from pipeline.market.timegrid import DAY_MS
+from pipeline.core.positions import targets_from_probabilities as _targets
+from pipeline.core.timegrid import DAY_MS
 
 # Parameter vector layout (float64), shared by the single run and the grid runner.
 P_FEE = 0
@@ -749,7 +749,7 @@ def run_backtest(inputs: EngineInputs, target, costs=None, risk=None, execution:
     ``"close"`` at the close of bar ``t``. ``bars_per_year`` only annualises
     the Sharpe ratio of ``BacktestResult.summary``.
     """
-    from pipeline.backtest.costs import CostModel
+    from pipeline.core.costs import CostModel
     from pipeline.backtest.risk import RiskRules
 
     costs = costs or CostModel()
@@ -829,9 +829,9 @@ def run_grid(inputs: EngineInputs, p_down, p_up, configs: np.ndarray, bars_per_y
     arrays are shared by all runs; configurations run in parallel threads. Each
     row equals ``run_backtest(...).summary`` of the same configuration bit for bit.
     """
-    from pipeline.backtest.costs import CostModel
+    from pipeline.core.costs import CostModel
     from pipeline.backtest.risk import RiskRules
-    from pipeline.backtest.signals import _check_probability
+    from pipeline.core.positions import _check_probability
 
     costs = costs or CostModel()
     n = inputs.close.shape[0]

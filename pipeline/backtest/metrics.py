@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from pipeline.market.timegrid import bars_per_year as _bars_per_year
+from pipeline.core.timegrid import bars_per_year as _bars_per_year
 
 CLASS_NAMES = ("down", "flat", "up")
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.backtest.metrics import CLASS_NAMES, bar_returns, drawdown, trading_metrics
-from pipeline.backtest.runs import BacktestRun
-from pipeline.market.timegrid import bars_per_year, interval_ms
+from pipeline.backtest.evaluation import BacktestRun
+from pipeline.core.timegrid import bars_per_year, interval_ms
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}

@@ -15,7 +15,7 @@ Reference strategies:
   inputs of ``features.candle_features`` that learns the one label definition
   (``features.labels``, classes 0 down / 1 flat / 2 up) walk-forward on the
   shared purged splits, and trades its out-of-sample probabilities through the
-  cost-aware edge rule of :mod:`pipeline.backtest.signals` (the rule the
+  cost-aware edge rule of :mod:`pipeline.core.positions` (the rule the
   trained models use), fitted on each fold's validation tail. Each fit is an
   exact L2 logistic regression (sklearn's objective, C = 1) by Newton's method
   (:func:`fit_logistic`), each fold starting from the previous fold's model.
@@ -28,8 +28,9 @@ import warnings
 
 import numpy as np
 
-from pipeline.backtest.signals import DEFAULT_MARGINS, EdgeRule, edge_targets, fit_edge_rule
-from pipeline.training.splits import walk_forward_splits
+from pipeline.core.columns import FEATURES_TABLE
+from pipeline.core.positions import DEFAULT_MARGINS, EdgeRule, edge_targets, fit_edge_rule
+from pipeline.core.splits import walk_forward_splits
 
 BENCHMARKS = ("buy_and_hold", "buy_and_hold_spot", "flat")
 REFERENCE_STRATEGIES = ("ma_momentum", "logistic_regression")
@@ -267,11 +268,11 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
     Rows are bars in time order. ``usable`` marks bars whose model inputs are
     complete (not warm-up, no NULL input); only those are fitted or predicted.
     Training rows also need a known label (``label_class >= 0``). Per fold of
-    :func:`~pipeline.training.splits.walk_forward_splits` (purge = ``horizon``):
+    :func:`~pipeline.core.splits.walk_forward_splits` (purge = ``horizon``):
 
     1. the last ``validation_fraction`` of the training range is the
        validation tail; a model fitted on the rows before it (purged by
-       ``horizon``) predicts it, and :func:`~pipeline.backtest.signals.fit_edge_rule`
+       ``horizon``) predicts it, and :func:`~pipeline.core.positions.fit_edge_rule`
        takes the class returns and the margin from those rows;
     2. a model refitted on all training rows predicts the test block, traded by
        that rule. The test block's labels are never read.
@@ -343,4 +344,4 @@ class LabelledFeatures:
     fwd_return: np.ndarray  # (n,) features.labels fwd_return at ``horizon``, NaN where unknown
     label_class: np.ndarray  # (n,) int64 class 0 down / 1 flat / 2 up, -1 unknown
     horizon: int
-    source: str = "features.candle_features"
+    source: str = FEATURES_TABLE

@@ -5,7 +5,7 @@ order-book snapshots) of every configured symbol and interval, one query per
 series, cuts the windows that end at each bar (skipping every window that
 spans a missing step of the candle grid: no image is drawn across a gap),
 encodes them in chunks and writes them with
-:func:`pipeline.encodings.store.write_encoding`. With a ``window`` (a monthly
+:func:`pipeline.encodings.image_files.write_encoding`. With a ``window`` (a monthly
 partition run, or a range of them) only the images whose ts lies in the UTC
 months the window touches are built and written, one file per month; the
 look-back they need (``history - 1`` bars or snapshots before the first month)
@@ -30,11 +30,11 @@ from pipeline.encodings.gramian import GramianAngularField
 from pipeline.encodings.indicator_image import IndicatorImage
 from pipeline.encodings.markov import MarkovTransitionField
 from pipeline.encodings.orderbook_heatmap import OrderBookHeatmap, snapshot_windows
-from pipeline.encodings.store import (SeriesImages, WrittenEncoding, month_name, month_start_ms, months_between,
+from pipeline.encodings.image_files import (SeriesImages, WrittenEncoding, month_name, month_start_ms, months_between,
                                       write_encoding)
-from pipeline.market.timegrid import interval_ms
-from pipeline.training.datasets import valid_window_ends
-from pipeline.warehouse import ENCODING_NAMES
+from pipeline.core.timegrid import interval_ms
+from pipeline.core.windows import contiguous_window_ends
+from pipeline.market.stored import candle_arrays, load_candles
 
 SNAPSHOT_INTERVAL = "snapshot"  # the interval column of order-book images (snapshots have no candle interval)
 
@@ -101,20 +101,25 @@ ENCODINGS: dict[str, EncodingSpec] = {
         "order-book heatmap: the last 32 snapshots x 20 price bins within +-2% of the newest mid, "
         "log1p of resting bid and ask size"),
 }
-assert tuple(ENCODINGS) == ENCODING_NAMES, "pipeline.warehouse.ENCODING_NAMES and ENCODINGS must list the same"
+
+
+def register_encoding(encoding: EncodingSpec) -> EncodingSpec:
+    """Add an encoding: its ``encodings/<name>`` asset, index table and image files follow from the spec.
+
+    The encodings above are registered by this module; a new encoding is its encoder's file plus one
+    ``register_encoding(EncodingSpec(...))`` here (or in the encoder's file, imported by this module)."""
+    if not encoding.name.isidentifier() or encoding.name != encoding.name.lower():
+        raise ValueError(f"encoding name {encoding.name!r}: use lower-case letters, digits and _ (it names a table)")
+    if encoding.source not in ("candles", "orderbook"):
+        raise ValueError(f"encoding {encoding.name!r}: source {encoding.source!r} is not 'candles' or 'orderbook'")
+    ENCODINGS[encoding.name] = encoding
+    return encoding
 
 
 def spec(name: str) -> EncodingSpec:
     if name not in ENCODINGS:
         raise KeyError(f"unknown encoding {name!r}; known: {', '.join(ENCODINGS)}")
     return ENCODINGS[name]
-
-
-def contiguous_window_ends(ts_ms: np.ndarray, step_ms: int, history: int) -> np.ndarray:
-    """Rows ``e`` whose ``history`` rows ending at ``e`` lie one ``step_ms`` apart (no gap inside)."""
-    n = ts_ms.shape[0]
-    valid, _ = valid_window_ends(ts_ms, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), step_ms, history, 0)
-    return np.flatnonzero(valid)
 
 
 def series_images(s: EncodingSpec, symbol: str, interval: str, ts_ms: np.ndarray, rows: np.ndarray,
@@ -148,17 +153,11 @@ def encode_snapshots(name: str, ts_ms: np.ndarray, book: np.ndarray) -> tuple[np
     return si.ts_ms, si.encode(slice(None))
 
 
-def load_candles(warehouse, symbol: str, interval: str, since: dt.datetime | None = None,
-                 until: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ts ms, OHLCV) of one series in ts order; ``since`` / ``until``: only bars in [since, until)."""
-    if not warehouse.table_exists("raw.candles"):
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 5))
-    where, params = _span("symbol = ? and interval = ?", [symbol, interval], since, until)
-    frame = warehouse.query(
-        f"select epoch_ms(ts) as ts_ms, open, high, low, close, volume from raw.candles where {where} order by ts",
-        params)
-    return frame["ts_ms"].to_numpy().astype(np.int64), frame.select(
-        "open", "high", "low", "close", "volume").to_numpy().astype(np.float64)
+def load_candle_arrays(warehouse, symbol: str, interval: str, since: dt.datetime | None = None,
+                       until: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ts ms, OHLCV) of one series in ts order (:func:`pipeline.market.stored.load_candles`); only bars in
+    [since, until) when given."""
+    return candle_arrays(load_candles(warehouse, symbol, interval, since, until))
 
 
 def _span(where: str, params: list, since, until) -> tuple[str, list]:
@@ -226,7 +225,7 @@ def build_encoding(warehouse, settings, name: str, log: Callable[[str], None] = 
                   for symbol in settings.symbols]
     else:
         lookback = [dt.timedelta(milliseconds=(s.history - 1) * interval_ms(iv)) for iv in settings.intervals]
-        inputs = [(symbol, interval, *load_candles(warehouse, symbol, interval,
+        inputs = [(symbol, interval, *load_candle_arrays(warehouse, symbol, interval,
                                                    None if first is None else first - back, last))
                   for symbol in settings.symbols for interval, back in zip(settings.intervals, lookback)]
     unit = "snapshots" if s.source == "orderbook" else "candles"

@@ -38,11 +38,12 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
-from pipeline.config import GAP_POLICIES, Settings
-from pipeline.features.columns import HTF_FEATURES
+from pipeline.config import Settings
+from pipeline.core.choices import GAP_POLICIES
+from pipeline.core.columns import HTF_FEATURES
 from pipeline.features.recursive import atr, directional_index, ema, ema_family, obv, rsi, true_range
 from pipeline.features.rolling_windows import rolling_max, rolling_mean, rolling_min, rolling_std, rolling_sum
-from pipeline.market.timegrid import bars_per_year, interval_ms
+from pipeline.core.timegrid import bars_per_year, interval_ms
 
 KEYS = ("symbol", "interval", "ts")
 # The staging columns compute_candle_features uses (others are dropped from its output anyway).

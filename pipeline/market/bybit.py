@@ -34,9 +34,9 @@ from typing import Any
 import polars as pl
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 
-from pipeline.config import BYBIT_CATEGORIES
+from pipeline.core.choices import BYBIT_CATEGORIES
 from pipeline.market.base import MarketDataError
-from pipeline.market.timegrid import from_ms, grid_offset_ms, interval_ms, to_ms, utc_naive
+from pipeline.core.timegrid import from_ms, grid_offset_ms, interval_ms, to_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,

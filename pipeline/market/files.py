@@ -34,9 +34,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import symbol_problem
+from pipeline.core.choices import symbol_problem
 from pipeline.market.base import MarketDataError
-from pipeline.market.timegrid import from_ms, grid_offset_ms, interval_ms, utc_naive
+from pipeline.core.timegrid import from_ms, grid_offset_ms, interval_ms, utc_naive
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,
     FUNDING_SCHEMA,

@@ -17,7 +17,7 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.market.base import MarketDataError, MarketSource
-from pipeline.market.timegrid import (
+from pipeline.core.timegrid import (
     closed_bars,
     count_gaps,
     empty_day_ranges,

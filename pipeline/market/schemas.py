@@ -10,7 +10,7 @@ import dataclasses
 
 import polars as pl
 
-from pipeline.market.timegrid import grid_offset_expr
+from pipeline.core.timegrid import grid_offset_expr
 
 TS = pl.Datetime("us")
 

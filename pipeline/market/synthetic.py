@@ -35,7 +35,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from pipeline.market.timegrid import DAY_MS, grid_offset_ms, interval_ms, to_ms, utc_naive
+from pipeline.core.timegrid import DAY_MS, grid_offset_ms, interval_ms, to_ms, utc_naive
 from pipeline.market.base import MarketDataError
 from pipeline.market.schemas import (
     CANDLE_SCHEMA,

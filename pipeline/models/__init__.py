@@ -6,8 +6,8 @@
 """
 
 from pipeline.models.heads import DIRECTIONS, HeadOutput, MultiTaskHead
-from pipeline.models.inspect import count_parameters, flops, receptive_field, total_stride
-from pipeline.models.registry import (
+from pipeline.models.geometry import count_parameters, flops, receptive_field, total_stride
+from pipeline.models.zoo import (
     ZooModel,
     architecture,
     build_model,

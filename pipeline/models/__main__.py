@@ -2,7 +2,7 @@
 
 import argparse
 
-from pipeline.models.registry import list_models, variant_table
+from pipeline.models.zoo import list_models, variant_table
 
 parser = argparse.ArgumentParser(prog="python -m pipeline.models", description=__doc__)
 parser.add_argument("--table", action="store_true",

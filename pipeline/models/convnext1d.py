@@ -34,7 +34,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import ChannelLayerNorm1d, DropPath, Geometry, stochastic_depth_rates
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,3 +114,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=False, kind="sequence", default_input_shape=(15, 256),
     description="1D ConvNeXt: patchify stem, depthwise k=7 blocks, layer scale, stochastic depth",
 ))
+
+register_trainable(TrainableModel("convnext1d", "convnext1d"))  # models/convnext1d: sequence windows of the model inputs

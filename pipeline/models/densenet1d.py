@@ -30,7 +30,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import NORMS, Geometry, compose, kaiming_init, norm_layer
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,7 @@ class DenseLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def geometry(self, axis: int = 0) -> Geometry:
-        from pipeline.models.inspect import sequential_geometry
+        from pipeline.models.geometry import sequential_geometry
 
         return sequential_geometry(self.conv, axis)
 
@@ -142,3 +143,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=False, kind="sequence", default_input_shape=(15, 256),
     description="1D DenseNet: dense blocks, bottlenecks, compressed transitions",
 ))
+
+register_trainable(TrainableModel("densenet1d", "densenet1d"))  # models/densenet1d: sequence windows of the model inputs

@@ -16,7 +16,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import Geometry, compose, kaiming_init, parallel
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class InceptionModule(nn.Module):
         return self.bn.num_features
 
     def geometry(self, axis: int = 0) -> Geometry:
-        from pipeline.models.inspect import module_geometry
+        from pipeline.models.geometry import module_geometry
 
         return parallel(*(module_geometry(c, axis) for c in self.convs), module_geometry(self.pool, axis))
 
@@ -106,3 +107,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=False, kind="sequence", default_input_shape=(15, 256),
     description="InceptionTime-style multi-scale CNN with residual shortcuts",
 ))
+
+register_trainable(TrainableModel("inception", "inception"))  # models/inception: sequence windows of the model inputs

@@ -1,7 +1,7 @@
 """Building blocks shared by the model zoo.
 
 Every module that changes the time (or image) geometry describes itself with a
-``geometry()`` method, so :func:`pipeline.models.inspect.receptive_field` can
+``geometry()`` method, so :func:`pipeline.models.geometry.receptive_field` can
 walk a network without running it: plain convolutions and pools are read from
 their kernel, dilation and stride; blocks combine their children in series
 (:func:`compose`) or in parallel (:func:`parallel`).

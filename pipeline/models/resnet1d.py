@@ -52,7 +52,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import NORMS, Geometry, SqueezeExcite, kaiming_init, norm_layer, parallel
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 
 def _conv(dims: int, cin: int, cout: int, k: int, stride: int = 1) -> nn.Module:
@@ -70,7 +71,7 @@ class MultiScaleConv(nn.Module):
         self.fuse = _conv(dims, width * len(kernels), cout, 1)
 
     def geometry(self, axis: int = 0) -> Geometry:
-        from pipeline.models.inspect import module_geometry
+        from pipeline.models.geometry import module_geometry
 
         return parallel(*(module_geometry(b, axis) for b in self.branches))
 
@@ -85,7 +86,7 @@ class _Residual(nn.Module):
     shortcut: nn.Module | None
 
     def geometry(self, axis: int = 0) -> Geometry:
-        from pipeline.models.inspect import module_geometry, sequential_geometry
+        from pipeline.models.geometry import module_geometry, sequential_geometry
 
         main = sequential_geometry(self.main, axis)
         short = module_geometry(self.shortcut, axis) if self.shortcut is not None else Geometry(1, 1)
@@ -220,3 +221,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=False, kind="sequence", default_input_shape=(15, 256),
     description="1D ResNet (basic / bottleneck), optional SE and multi-scale blocks",
 ))
+
+register_trainable(TrainableModel("resnet1d", "resnet1d"))  # models/resnet1d: sequence windows of the model inputs

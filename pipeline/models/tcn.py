@@ -16,7 +16,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import CausalConv1d, Geometry, WeightNormCausalConv1d, compose, parallel
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 NORMS = ("weight", "batch", "none")
 
@@ -56,7 +57,7 @@ class TemporalBlock(nn.Module):
         self.downsample = nn.Conv1d(cin, cout, 1) if cin != cout else None
 
     def geometry(self, axis: int = 0) -> Geometry:
-        from pipeline.models.inspect import module_geometry
+        from pipeline.models.geometry import module_geometry
 
         main = compose(module_geometry(self.conv1, axis), module_geometry(self.conv2, axis))
         return parallel(main, Geometry(1, 1))
@@ -92,3 +93,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=True, kind="sequence", default_input_shape=(15, 256),
     description="residual blocks of causal dilated convolutions",
 ))
+
+register_trainable(TrainableModel("tcn", "tcn"))  # models/tcn: sequence windows of the model inputs

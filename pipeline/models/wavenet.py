@@ -17,7 +17,8 @@ from torch import nn
 
 from pipeline.models.heads import MultiTaskHead
 from pipeline.models.layers import CausalConv1d, Geometry, compose
-from pipeline.models.registry import Architecture, ZooModel, register_architecture
+from pipeline.models.catalogue import TrainableModel, register_trainable
+from pipeline.models.zoo import Architecture, ZooModel, register_architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +107,5 @@ ARCHITECTURE = register_architecture(Architecture(
     causal=True, kind="sequence", default_input_shape=(15, 256),
     description="gated dilated causal CNN with residual and skip connections",
 ))
+
+register_trainable(TrainableModel("wavenet", "wavenet"))  # models/wavenet: sequence windows of the model inputs

@@ -9,7 +9,7 @@ and filled rows left out). The reference is cut to end before the current
 window starts, so the two never share a bar.
 
 Per watched model-input feature (``Settings.drift_columns``: the ``drift_features`` setting, by default
-every name of :data:`pipeline.features.columns.MODEL_INPUT_COLUMNS`):
+every name of :data:`pipeline.core.columns.MODEL_INPUT_COLUMNS`):
 
 - **PSI**, the population stability index ``sum_i (c_i - r_i) * ln(c_i / r_i)``
   over fixed bins: the edges are the reference window's quantiles
@@ -45,13 +45,12 @@ import math
 import numpy as np
 import polars as pl
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import FEATURES_TABLE, MODEL_INPUT_COLUMNS, not_a_model_row_sql
 from pipeline.features.labels import load_labels
 
 PSI_FLOOR = 1e-4
 DRIFT_TABLE = "monitoring.drift"
 ACCURACY_TABLE = "monitoring.accuracy"
-FEATURES_TABLE = "features.candle_features"
 
 
 # ---------------------------------------------------------------- statistics
@@ -231,10 +230,7 @@ def compute_drift(warehouse, settings, thresholds: DriftThresholds | None = None
     columns = list(columns or settings.drift_columns)
     interval = settings.intervals[0]
     registry = _registry(warehouse) if warehouse.table_exists("models.registry") else pl.DataFrame()
-    filled = warehouse.query(
-        "select count(*) as n from information_schema.columns where table_schema || '.' || table_name = ? "
-        "and column_name = 'is_filled'", [FEATURES_TABLE])["n"][0]
-    skip_rows = "is_warmup or coalesce(is_filled, false)" if filled else "is_warmup"
+    skip_rows = not_a_model_row_sql(warehouse)
     drift_frames, acc_rows, skipped = [], [], []
     for symbol in settings.symbols:
         live = live_models(registry, symbol, interval) if registry.height else registry

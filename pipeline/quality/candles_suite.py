@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.market.schemas import CANDLE_KEY, CANDLE_RULES, CANDLE_VALUES, Bound
-from pipeline.market.timegrid import count_gaps, grid_offset_expr
+from pipeline.core.timegrid import count_gaps, grid_offset_expr
 from pipeline.quality.runner import SuiteOutcome, gx, run_expectations
 
 __all__ = ["CANDLE_KEY", "candle_expectations", "count_gaps", "validate_candles", "with_grid_offset"]

@@ -11,7 +11,7 @@ import datetime as dt
 
 import polars as pl
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
 from pipeline.quality.runner import SuiteOutcome, gx, run_expectations
 from pipeline.warehouse import Warehouse
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import uuid
 from collections.abc import Sequence
 
 import polars as pl
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-import great_expectations as gx  # noqa: E402
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+import great_expectations as gx
+from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                        ProgressBarsConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +56,10 @@ def run_expectations(
     max_examples: int = 5,
 ) -> SuiteOutcome:
     """Validate ``frame`` against ``expectations`` (gx.expectations.* objects)."""
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    # the settings go to the context itself (no analytics, no progress bars), not to this process's environment
+    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
+        store_backend_defaults=InMemoryStoreBackendDefaults()))
     name = f"{suite_name}-{uuid.uuid4().hex[:8]}"
     batch = (
         context.data_sources.add_pandas(name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import AUGMENTATIONS  # one home: the settings check the names too
+from pipeline.core.choices import AUGMENTATIONS  # one home: the settings check the names too
 
 
 def parse_augmentations(text: str | tuple[str, ...]) -> tuple[str, ...]:

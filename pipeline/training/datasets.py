@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import FEATURES_TABLE, MODEL_INPUT_COLUMNS, not_a_model_row_sql
 from pipeline.features.labels import LABELS_TABLE, direction_to_class, label_spec
-from pipeline.market.timegrid import interval_ms
+from pipeline.core.timegrid import interval_ms
+from pipeline.core.windows import valid_window_ends
 
-FEATURES_TABLE = "features.candle_features"
 STORE_FORMAT = 1
 
 
@@ -61,11 +61,7 @@ def load_series(warehouse, symbol: str, interval: str, horizon: int,
     horizon = label_spec().check_horizon(horizon)
     select = ", ".join(f"f.{c}" for c in columns)
     # rows the fill gap policy made up (is_filled) never enter a window: counted as warm-up rows
-    filled = warehouse.query(
-        "select count(*) as n from information_schema.columns where table_schema || '.' || table_name = ? "
-        "and column_name = 'is_filled'", [FEATURES_TABLE],
-    )["n"][0]
-    warmup = "(f.is_warmup or coalesce(f.is_filled, false)) as is_warmup" if filled else "f.is_warmup"
+    warmup = f"{not_a_model_row_sql(warehouse, 'f')} as is_warmup"
     frame = warehouse.query(
         f"select epoch_ms(f.ts) as ts_ms, {warmup}, {select}, "
         f"l.direction, l.fwd_return, l.fwd_volatility "
@@ -90,38 +86,6 @@ def load_series(warehouse, symbol: str, interval: str, horizon: int,
         fwd_return=frame["fwd_return"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
         fwd_volatility=frame["fwd_volatility"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
     )
-
-
-def valid_window_ends(ts_ms: np.ndarray, is_warmup: np.ndarray, label_known: np.ndarray, step_ms: int,
-                      window: int, horizon: int, features: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, dict[str, int]]:
-    """Mask of valid window ends of one series and the count dropped per reason (vectorised)."""
-    n = ts_ms.shape[0]
-    ok_step = np.zeros(n, dtype=bool)  # ok_step[i]: row i follows row i-1 by exactly one interval
-    ok_step[1:] = np.diff(ts_ms) == step_ms
-    bad_row = is_warmup.copy()
-    if features is not None:
-        bad_row |= ~np.isfinite(features).all(axis=1)  # a NULL input outside warm-up counts as warm-up
-    # rolling counts over the last `window` rows / steps, via cumulative sums
-    c_bad = np.concatenate([[0], np.cumsum(bad_row)])
-    c_gap = np.concatenate([[0], np.cumsum(~ok_step)])
-    ends = np.arange(n)
-    start = ends - window + 1
-    full = start >= 0
-    s = np.clip(start, 0, None)
-    warm = ~full | ((c_bad[ends + 1] - c_bad[s]) > 0)
-    # gaps strictly inside the window: steps s+1..e must all be ok
-    gap_in = (c_gap[ends + 1] - c_gap[np.minimum(s + 1, n)]) > 0
-    # the label's horizon: rows e+1..e+h present and one interval apart
-    fut = np.zeros(n, dtype=bool)
-    inside = ends + horizon < n
-    fut[inside] = ts_ms[ends[inside] + horizon] - ts_ms[ends[inside]] == horizon * step_ms
-    label_gap = inside & ~fut  # the future of the label crosses a missing bar
-    gap = ~warm & (gap_in | label_gap)
-    unknown = ~warm & ~gap & ~label_known
-    valid = ~warm & ~gap & ~unknown
-    dropped = {"warmup": int(warm.sum()), "gap": int(gap.sum()), "unknown_label": int(unknown.sum())}
-    return valid, dropped
 
 
 def naive_window(features: np.ndarray, end: int, window: int) -> np.ndarray:

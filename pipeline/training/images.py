@@ -42,10 +42,10 @@ import polars as pl
 
 from pipeline.encodings.build import SNAPSHOT_INTERVAL, spec
 from pipeline.encodings.indicator_image import IndicatorScaling, fit_indicator_scaling
-from pipeline.encodings.store import open_images
+from pipeline.encodings.image_files import open_images
 from pipeline.features.labels import load_labels
-from pipeline.market.timegrid import interval_ms
-from pipeline.training.datasets import valid_window_ends
+from pipeline.core.timegrid import interval_ms
+from pipeline.core.windows import valid_window_ends
 
 PIXELS_PER_IMAGE = 16
 IMAGE_STORE_FORMAT = 1
@@ -196,7 +196,7 @@ def bar_images(grid_ts: np.ndarray, image_ts: np.ndarray, step_ms: int, snapshot
 
 def has_no_images(warehouse, name: str, symbol: str) -> bool:
     """True when ``encodings.<name>_index`` holds no row of ``symbol`` (the encoding made none, and said why)."""
-    from pipeline.encodings.store import index_table
+    from pipeline.encodings.image_files import index_table
 
     table = index_table(name)
     if not warehouse.table_exists(table):

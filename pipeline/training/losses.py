@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from pipeline.models.heads import HeadOutput
 
-from pipeline.config import CLASS_WEIGHTINGS as WEIGHTINGS  # noqa: E402 - one home: the settings check them too
+from pipeline.core.choices import CLASS_WEIGHTINGS as WEIGHTINGS  # noqa: E402 - one home: the settings check them too
 
 
 @dataclasses.dataclass(frozen=True)

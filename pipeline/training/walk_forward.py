@@ -1,7 +1,8 @@
-"""Walk-forward training of one zoo architecture: folds in time, pooled symbols, artifacts, registry rows.
+"""Walk-forward training of one trained model: folds in time, pooled symbols, the fold loop (artifacts:
+:mod:`pipeline.training.artifacts`, the recipe: :mod:`pipeline.training.recipe`, rows: :mod:`pipeline.training.results`).
 
 Folds are cut on the sorted distinct timestamps of the valid samples of all
-symbols (:func:`pipeline.training.splits.walk_forward_splits` over that time
+symbols (:func:`pipeline.core.splits.walk_forward_splits` over that time
 grid, purge = horizon, plus the embargo), so fold boundaries are timestamps
 shared by every symbol. Each fold's training time ends in a validation tail
 (after another purge) used for early stopping and for fitting the edge rule;
@@ -15,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,143 +23,19 @@ from typing import Callable
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 
-from pipeline.backtest.costs import CostModel
-from pipeline.backtest.signals import fit_edge_rule, round_trip_cost_of
-from pipeline.config import Settings
-from pipeline.models.registry import build_model
-from pipeline.training.augment import augment_batch, parse_augmentations
+from pipeline.core.costs import CostModel
+from pipeline.core.positions import fit_edge_rule, round_trip_cost_of
+from pipeline.core.splits import validation_tail, walk_forward_splits
+from pipeline.models.zoo import build_model
+from pipeline.training.artifacts import input_shape_of, save_artifact
+from pipeline.training.augment import augment_batch
 from pipeline.training.datasets import WindowStore, build_window_store, load_series, robust_stats
-from pipeline.training.losses import LossConfig, balanced_class_weights, multitask_loss
-from pipeline.training.pretrain import ChartAugment, PretrainConfig, augment_charts, initialise_backbone
-from pipeline.training.splits import validation_tail, walk_forward_splits
-
-SEQUENCE_ARCHITECTURES: tuple[str, ...] = ("wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception")
-# Image models: asset / registry name -> (zoo architecture, encoding it is trained on). They go through the same
-# folds, loss, edge rule and backtest as the sequence models, on an ImageStore instead of a WindowStore.
-IMAGE_MODELS: dict[str, tuple[str, str]] = {
-    "cnn_ta": ("cnn_ta", "indicator_image"),
-    "resnet2d_gaf": ("resnet2d", "gaf"),
-    "resnet2d_candlestick": ("resnet2d", "candlestick_20"),
-    "orderbook_net": ("orderbook_net", "orderbook_heatmap"),
-    "resnet2d_candlestick_simclr": ("resnet2d", "candlestick_20"),
-}
-# Transfer models: their backbone starts from a per-fold SimCLR pre-training (pipeline.training.pretrain) on the
-# fold's training-span images, then fine-tunes as any model; the scratch twin (resnet2d_candlestick) is compared.
-PRETRAINED_IMAGE_MODELS: tuple[str, ...] = ("resnet2d_candlestick_simclr",)
-ARTIFACT_FORMAT = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """One architecture's training recipe. Defaults are :class:`pipeline.config.Settings`' (one home for them);
-    :meth:`from_settings` takes every value from the settings in force."""
-
-    architecture: str
-    variant: str = Settings.model_variant
-    window: int = Settings.window
-    horizon: int = Settings.horizon
-    n_folds: int = Settings.n_folds
-    epochs: int = Settings.epochs
-    batch_size: int = Settings.batch_size
-    learning_rate: float = Settings.learning_rate
-    weight_decay: float = Settings.weight_decay
-    patience: int = Settings.patience
-    seed: int = Settings.training_seed
-    pooled: bool = Settings.pooled
-    train_min_fraction: float = Settings.train_min_fraction
-    embargo: int = Settings.embargo_bars
-    validation_fraction: float = Settings.validation_fraction
-    rolling: bool = Settings.rolling_train
-    warmup_epochs: float = Settings.warmup_epochs
-    grad_clip: float = Settings.grad_clip
-    max_train_windows: int = Settings.max_train_windows
-    class_weighting: str = Settings.class_weighting
-    label_smoothing: float = Settings.label_smoothing
-    return_weight: float = Settings.return_loss_weight
-    volatility_weight: float = Settings.volatility_loss_weight
-    sharpe_weight: float = Settings.sharpe_loss_weight
-    augment: tuple[str, ...] = ()
-    model: str = ""  # zoo architecture when it differs from the registry name (image models)
-    encoding: str = ""  # the image encoding an image model trains on ("": sequence windows)
-    threads: int = Settings.training_threads  # torch threads while training; 0: default_threads()
-    pretrain: PretrainConfig | None = None  # transfer models: the backbone's pre-training (None: from scratch)
-
-    @classmethod
-    def from_settings(cls, settings, architecture: str, **overrides) -> "TrainingConfig":
-        values = dict(
-            architecture=architecture, variant=settings.model_variant, window=settings.window,
-            horizon=settings.horizon, n_folds=settings.n_folds, epochs=settings.epochs,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay, patience=settings.patience, seed=settings.training_seed,
-            pooled=settings.pooled, train_min_fraction=settings.train_min_fraction, embargo=settings.embargo_bars,
-            validation_fraction=settings.validation_fraction, rolling=settings.rolling_train,
-            warmup_epochs=settings.warmup_epochs, grad_clip=settings.grad_clip,
-            max_train_windows=settings.max_train_windows, class_weighting=settings.class_weighting,
-            label_smoothing=settings.label_smoothing, return_weight=settings.return_loss_weight,
-            volatility_weight=settings.volatility_loss_weight, sharpe_weight=settings.sharpe_loss_weight,
-            augment=parse_augmentations(settings.augment), threads=settings.training_threads,
-        )
-        if architecture in IMAGE_MODELS:
-            values["model"], values["encoding"] = IMAGE_MODELS[architecture]
-        if architecture in PRETRAINED_IMAGE_MODELS:
-            values["pretrain"] = PretrainConfig.from_settings(settings)
-        values.update(overrides)
-        return cls(**values)
-
-    @property
-    def zoo_name(self) -> str:
-        return self.model or self.architecture
-
-    @property
-    def loss(self) -> LossConfig:
-        return LossConfig(self.class_weighting, self.label_smoothing, 2.0, self.return_weight,
-                          self.volatility_weight, self.sharpe_weight)
-
-
-@dataclasses.dataclass
-class TrainingOutcome:
-    architecture: str
-    registry: pl.DataFrame
-    predictions: pl.DataFrame
-    fold_table: list[dict]
-    loss_curves: dict[int, list[dict]]
-    dropped: dict[str, int]
-    weights_finite: bool
-    train_seconds: float
-    skipped: str | None = None  # why nothing was trained (no sample at all), else None
-
-
-class InferenceModel(torch.nn.Module):
-    """Raw (unnormalised) windows in; logits, expected return, volatility and confidence out (real units)."""
-
-    def __init__(self, model: torch.nn.Module, center: np.ndarray, scale: np.ndarray, ret_scale: float,
-                 vol_scale: float, spatial_dims: int = 1):
-        super().__init__()
-        self.model = model
-        shape = (1, -1) + (1,) * spatial_dims  # per channel over (time) or (height, width)
-        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).view(*shape))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).view(*shape))
-        self.register_buffer("target_scale", torch.tensor([ret_scale, vol_scale], dtype=torch.float32))
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        # contiguous: a gathered window batch has the time axis strided by the channel count, and
-        # the convolutions run up to ~1.5x slower on that layout (bench/training.py)
-        return ((x - self.center) / self.scale).contiguous()
-
-    def forward(self, x: torch.Tensor):
-        out = self.model(self.normalise(x))
-        return (out.direction_logits, out.expected_return * self.target_scale[0],
-                out.expected_volatility * self.target_scale[1], out.confidence)
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from pipeline.training.inference import InferenceModel, predict
+from pipeline.training.losses import balanced_class_weights, multitask_loss
+from pipeline.training.pretrain import ChartAugment, augment_charts, initialise_backbone
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import TrainingOutcome
 
 
 def time_folds(store: WindowStore, config: TrainingConfig):
@@ -202,21 +78,6 @@ def _tensors(store: WindowStore, samples: np.ndarray, ret_scale: float, vol_scal
     return (torch.as_tensor(store.label_class[samples]),
             torch.as_tensor(store.fwd_return[samples] / ret_scale, dtype=torch.float32),
             torch.as_tensor(store.fwd_volatility[samples] / vol_scale, dtype=torch.float32))
-
-
-@torch.no_grad()
-def predict(module: InferenceModel, store: WindowStore, samples: np.ndarray, batch_size: int = 1024):
-    """(proba (n, 3), expected return, volatility, confidence) for the given samples, in eval mode."""
-    module.eval()
-    outs = [[], [], [], []]
-    for i in range(0, samples.shape[0], batch_size):
-        x = torch.from_numpy(store.gather(store.sample_rows[samples[i:i + batch_size]]))
-        logits, ret, vol, conf = module(x)
-        for acc, v in zip(outs, (logits.softmax(1), ret, vol, conf)):
-            acc.append(v.numpy().astype(np.float64))
-    if not samples.shape[0]:
-        return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros(0)
-    return tuple(np.concatenate(o) for o in outs)
 
 
 def _evaluate_loss(module, store, samples, targets, config, class_weights, batch_size) -> tuple[float, float]:
@@ -347,56 +208,6 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     return module, curve, info
 
 
-def input_shape_of(store) -> tuple[int, ...]:
-    """(channels, length) of a WindowStore, (channels, height, width) of an ImageStore."""
-    return tuple(int(v) for v in store.input_shape) if hasattr(store, "input_shape") else (
-        len(store.channels), int(store.window))
-
-
-def save_artifact(module: InferenceModel, config: TrainingConfig, store: WindowStore, info: dict, out_dir: Path,
-                  extra: dict) -> Path:
-    """weights.safetensors + config.json + program.pt2 (torch.export; a failure is recorded in the config)."""
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, out_dir / "weights.safetensors")
-    export_error = None
-    try:
-        example = torch.from_numpy(np.ascontiguousarray(store.gather(store.sample_rows[:4])))
-        program = torch.export.export(module.eval(), (example,),
-                                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=65536)}})
-        torch.export.save(program, out_dir / "program.pt2")
-    except Exception as exc:  # noqa: BLE001 - recorded: which architectures do not export, and why
-        export_error = f"{type(exc).__name__}: {exc}"[:2000]
-    cfg = {
-        "format": ARTIFACT_FORMAT, "architecture": config.architecture, "variant": config.variant,
-        "window": int(store.window), "horizon": config.horizon, "channels": store.channels,
-        "feature_columns": store.feature_columns, "symbols": store.symbols,
-        "in_channels": len(store.channels), "input_shape": list(input_shape_of(store)),
-        "model": config.zoo_name, "encoding": config.encoding or None,
-        "row_scaling": (store.row_scaling.as_config() if getattr(store, "row_scaling", None) is not None else None),
-        "normalisation": {"kind": "robust_zscore", "center": info["center"], "scale": info["scale"]},
-        "target_scale": {"return": info["ret_scale"], "volatility": info["vol_scale"]},
-        "data_fingerprint": store.fingerprint, "code_version": code_version(),
-        "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
-        "export": {"program": None if export_error else "program.pt2", "error": export_error},
-        **extra,
-    }
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1))
-    return out_dir
-
-
-def load_artifact(path: Path) -> InferenceModel:
-    """Rebuild a fold's model from config.json and weights.safetensors (no pickle)."""
-    path = Path(path)
-    cfg = json.loads((path / "config.json").read_text())
-    shape = tuple(cfg.get("input_shape") or (cfg["in_channels"], cfg["window"]))
-    model = build_model(cfg.get("model") or cfg["architecture"], cfg["variant"], input_shape=shape)
-    norm = cfg["normalisation"]
-    module = InferenceModel(model, np.array(norm["center"]), np.array(norm["scale"]),
-                            cfg["target_scale"]["return"], cfg["target_scale"]["volatility"],
-                            spatial_dims=len(shape) - 1)
-    module.load_state_dict(load_file(path / "weights.safetensors"))
-    return module.eval()
-
-
 def _log_loss(proba: np.ndarray, cls: np.ndarray) -> float:
     p = np.clip(proba[np.arange(cls.shape[0]), cls], 1e-12, 1.0)
     return float(-np.log(p).mean()) if cls.shape[0] else float("nan")
@@ -499,11 +310,8 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
                           "train_seconds": seconds})
             curves[k if config.pooled else len(curves)] = curve
     if not registry:
-        return TrainingOutcome(
-            architecture=config.architecture, registry=pl.DataFrame(schema=REGISTRY_SCHEMA),
-            predictions=pl.DataFrame(schema=PREDICTION_SCHEMA), fold_table=[], loss_curves={}, dropped=dropped,
-            weights_finite=True, train_seconds=time.perf_counter() - t_start,
-            skipped="; ".join(skipped_reasons) or f"no usable sample (dropped {dropped})")
+        return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
+                                               "; ".join(skipped_reasons) or f"no usable sample (dropped {dropped})")
     return TrainingOutcome(
         architecture=config.architecture,
         registry=pl.DataFrame(registry).with_columns(pl.col("fold").cast(pl.Int32)),
@@ -512,26 +320,3 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
     )
 
 
-REGISTRY_SCHEMA = {"model_id": pl.String, "architecture": pl.String, "variant": pl.String, "symbol": pl.String,
-                   "interval": pl.String, "fold": pl.Int32, "train_start": pl.Datetime("us"),
-                   "train_end": pl.Datetime("us"), "test_start": pl.Datetime("us"), "test_end": pl.Datetime("us"),
-                   "data_fingerprint": pl.String, "metrics": pl.String, "artifact_path": pl.String,
-                   "trigger": pl.String}
-PREDICTION_SCHEMA = {"model_id": pl.String, "symbol": pl.String, "interval": pl.String, "ts": pl.Datetime("us"),
-                     "p_down": pl.Float64, "p_flat": pl.Float64, "p_up": pl.Float64, "expected_return": pl.Float64,
-                     "expected_volatility": pl.Float64, "confidence": pl.Float64}
-
-
-def store_training(warehouse, outcome: TrainingOutcome) -> dict[str, int]:
-    """Replace this architecture's registry rows and predictions in one transaction."""
-    from pipeline.warehouse import Replacement
-
-    arch = outcome.architecture
-    ids = outcome.registry["model_id"].to_list()
-    warehouse.replace_tables([
-        Replacement("predictions.oos", outcome.predictions,
-                    "model_id in (select model_id from models.registry where architecture = ?) "
-                    "or list_contains(?::varchar[], model_id)", [arch, ids]),
-        Replacement("models.registry", outcome.registry, "architecture = ?", [arch]),
-    ])
-    return {"models.registry": outcome.registry.height, "predictions.oos": outcome.predictions.height}

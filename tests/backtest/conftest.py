@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from pipeline.backtest.strategies import LabelledFeatures
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
 from pipeline.features.labels import direction_to_class, label_spec
 from pipeline.market.schemas import CANDLE_SCHEMA, FUNDING_SCHEMA
 from pipeline.warehouse import Warehouse

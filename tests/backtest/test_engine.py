@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel, funding_per_bar
+from pipeline.core.costs import CostModel, funding_per_bar
 from pipeline.backtest.engine import (
     GRID_SUMMARY,
     N_GRID_COLS,
@@ -17,7 +17,7 @@ from pipeline.backtest.engine import (
 )
 from pipeline.backtest.metrics import sharpe_ratio, bar_returns
 from pipeline.backtest.risk import RiskRules, average_true_range
-from pipeline.backtest.signals import SignalRule, target_positions
+from pipeline.core.positions import SignalRule, target_positions
 
 H = 3_600_000
 DAY = 86_400_000

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import N_GRID_COLS, prepare_inputs, run_backtest, run_grid
-from pipeline.backtest.signals import SIZINGS, SignalRule, target_positions
+from pipeline.core.positions import SIZINGS, SignalRule, target_positions
 from pipeline.backtest.risk import RiskRules
 
 H = 3_600_000

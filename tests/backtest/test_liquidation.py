@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import GRID_SUMMARY, N_GRID_COLS, prepare_inputs, run_backtest, run_grid
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.signals import SIZINGS, SignalRule, target_positions
+from pipeline.core.positions import SIZINGS, SignalRule, target_positions
 
 H = 3_600_000
 

@@ -26,7 +26,7 @@ import pytest
 
 vbt = pytest.importorskip("vectorbt")  # imported once for the module
 
-from pipeline.backtest.costs import CostModel  # noqa: E402
+from pipeline.core.costs import CostModel  # noqa: E402
 from pipeline.backtest.engine import prepare_inputs, run_backtest  # noqa: E402
 
 H = 3_600_000

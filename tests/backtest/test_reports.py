@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.reports import (costs_per_bar, display_index, gross_equity, out_of_sample_mask,
                                        report_file_name, write_reports, year_table)
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.runs import add_overfitting_statistics, evaluate
-from pipeline.backtest.store import store_runs
+from pipeline.backtest.evaluation import add_overfitting_statistics, evaluate
+from pipeline.backtest.tables import store_runs
 
 H4 = 4 * 3_600_000
 START_MS = 1_727_740_800_000  # 2024-10-01: the runs span two calendar years

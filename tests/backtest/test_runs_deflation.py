@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import GRID_SUMMARY, N_GRID_COLS, prepare_inputs, run_backtest, run_grid
 from pipeline.backtest.metrics import bar_returns
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.runs import add_overfitting_statistics, evaluate, run_market_baselines
-from pipeline.backtest.signals import SignalRule, target_positions
+from pipeline.backtest.evaluation import add_overfitting_statistics, evaluate, run_market_baselines
+from pipeline.core.positions import SignalRule, target_positions
 from pipeline.backtest.strategies import ma_momentum_targets
 
 BARS_PER_YEAR = 8760.0

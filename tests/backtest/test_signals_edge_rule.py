@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel
-from pipeline.backtest.signals import (EdgeRule, class_mean_returns, edge_net_pnl, edge_targets, expected_move,
+from pipeline.core.costs import CostModel
+from pipeline.core.positions import (EdgeRule, class_mean_returns, edge_net_pnl, edge_targets, expected_move,
                                        fit_edge_rule, round_trip_cost_of)
 
 

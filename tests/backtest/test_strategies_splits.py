@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.backtest import strategies
-from pipeline.backtest.signals import SignalRule, class_mean_returns, edge_targets, target_positions
-from pipeline.training.splits import walk_forward_splits
+from pipeline.core.positions import SignalRule, class_mean_returns, edge_targets, target_positions
+from pipeline.core.splits import walk_forward_splits
 
 COST = 2 * (0.00055 + 0.0002)
 

@@ -11,11 +11,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.metrics import drawdown
 from pipeline.backtest.reports import out_of_sample_mask, run_report_html
-from pipeline.backtest.store import store_runs
-from pipeline.backtest.suite import run_baseline_suite, summary_markdown
+from pipeline.backtest.tables import store_runs
+from pipeline.backtest.baselines import run_baseline_suite, summary_markdown
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
 

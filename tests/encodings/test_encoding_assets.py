@@ -11,8 +11,8 @@ from assets.definitions import partition_range_tags
 from assets.encodings import ENCODING_ASSETS, ENCODING_CHECKS, ENCODING_KEYS
 from assets.market import raw_candles, raw_orderbook
 from assets.partitions import first_partition_keys, market_partitions
-from pipeline.encodings.build import ENCODINGS, encode_candles, encode_snapshots, load_candles, load_snapshots
-from pipeline.encodings.store import month_path, open_images, series_dir
+from pipeline.encodings.build import ENCODINGS, encode_candles, encode_snapshots, load_candle_arrays, load_snapshots
+from pipeline.encodings.image_files import month_path, open_images, series_dir
 
 MONTHS = first_partition_keys(31)  # the first two monthly partitions
 
@@ -32,7 +32,7 @@ def _in_memory(wh, name, symbol, interval):
     """The unpartitioned build of the whole range, in memory (no file, no index)."""
     if interval == "snapshot":
         return encode_snapshots(name, *load_snapshots(wh, symbol))
-    return encode_candles(name, *load_candles(wh, symbol, interval), interval)
+    return encode_candles(name, *load_candle_arrays(wh, symbol, interval), interval)
 
 
 def test_encoding_assets_over_a_partition_range_write_month_files_equal_to_a_whole_build(market):

@@ -8,9 +8,9 @@ import pytest
 
 from assets.market import raw_candles, raw_orderbook
 from pipeline.encodings.build import build_encoding
-from pipeline.models.registry import build_model
+from pipeline.models.zoo import build_model
 from pipeline.training.datasets import robust_stats
-from pipeline.encodings.store import open_images
+from pipeline.encodings.image_files import open_images
 from pipeline.training.images import PIXELS_PER_IMAGE, bar_images, build_image_store
 
 

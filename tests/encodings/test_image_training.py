@@ -20,8 +20,14 @@ import torch
 from assets.market import raw_candles, raw_orderbook
 from pipeline.encodings.build import build_encoding
 from pipeline.training.images import build_image_store
-from pipeline.training.walk_forward import (IMAGE_MODELS, TrainingConfig, load_artifact, predict, store_training,
-                                            time_folds, train_architecture, train_fold)
+from pipeline.models.catalogue import image_model_inputs
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.inference import predict
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import time_folds, train_architecture, train_fold
+
+IMAGE_MODELS = image_model_inputs()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ def test_chart_training_batches_take_the_chart_preserving_augmentations(image_wa
 def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_warehouse):
     import shutil
 
-    from pipeline.encodings.store import index_table, series_dir
+    from pipeline.encodings.image_files import index_table, series_dir
 
     wh, settings = image_warehouse
     config = TrainingConfig.from_settings(settings, "orderbook_net", n_folds=2, epochs=1, embargo=2,

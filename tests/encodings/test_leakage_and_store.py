@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.encodings.build import ENCODINGS, encode_candles
-from pipeline.encodings.store import (SeriesImages, check_encoding, month_path, open_images, series_dir,
+from pipeline.encodings.image_files import (SeriesImages, check_encoding, month_path, open_images, series_dir,
                                       write_encoding)
-from pipeline.market.timegrid import interval_ms
+from pipeline.core.timegrid import interval_ms
 
 HOUR = interval_ms("60")
 CANDLE_ENCODINGS = [name for name, s in ENCODINGS.items() if s.source == "candles"]

@@ -16,13 +16,19 @@ from safetensors.torch import save_file
 from assets.market import raw_candles
 from pipeline.config import Settings
 from pipeline.encodings.build import build_encoding
-from pipeline.models.registry import build_model
+from pipeline.models.zoo import build_model
 from pipeline.training.datasets import robust_stats
 from pipeline.training.images import ImageStore
 from pipeline.training.pretrain import (PRETRAIN_FILE, PRETRAIN_REPORT, ChartAugment, PretrainConfig, augment_charts,
                                         initialise_backbone, load_backbone_weights, nt_xent, pretrain_rows)
-from pipeline.training.walk_forward import (IMAGE_MODELS, PRETRAINED_IMAGE_MODELS, InferenceModel, TrainingConfig,
-                                            store_training, train_architecture)
+from pipeline.models.catalogue import image_model_inputs, pretrained_model_names
+from pipeline.training.inference import InferenceModel
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import train_architecture
+
+IMAGE_MODELS = image_model_inputs()
+PRETRAINED_IMAGE_MODELS = pretrained_model_names()
 
 H_MS = 3_600_000
 

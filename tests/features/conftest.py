@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 from pipeline.market.schemas import CANDLE_SCHEMA, conform
 from pipeline.warehouse import Warehouse
 

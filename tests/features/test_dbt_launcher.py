@@ -6,7 +6,7 @@ import subprocess
 import dbt.version
 import pytest
 
-from pipeline.features.dbt_cli import dbt_executable
+from pipeline.dbt_runner.invoke import dbt_executable
 
 
 def test_version_is_answered_without_looking_up_pypi():
@@ -18,7 +18,7 @@ def test_version_is_answered_without_looking_up_pypi():
 
 
 def test_gap_policy_reaches_the_dbt_process_as_its_environment(tmp_path):
-    from pipeline.features.dbt_cli import environment_from_launcher_args, launcher_args
+    from pipeline.dbt_runner.invoke import environment_from_launcher_args, launcher_args
 
     args = launcher_args(tmp_path / "w.duckdb", "2025-01-01", None, ("fill", 6))
     rest, env = environment_from_launcher_args(["run", *args])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
-from pipeline.features.dbt_cli import DBT_PROJECT_DIR
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
+from pipeline.dbt_runner.invoke import DBT_PROJECT_DIR
 
 
 def _manifest() -> dict:
@@ -30,7 +30,7 @@ def test_every_built_column_is_described(btc_warehouse):
 
 def test_dbt_tests_state_the_model_inputs_and_ranges_of_the_one_python_home():
     """candle_features.yml repeats MODEL_INPUT_COLUMNS and the feature suite's ranges for dbt's own tests: the
-    copies must agree with pipeline.features.columns / pipeline.quality.features_suite (the one home)."""
+    copies must agree with pipeline.core.columns / pipeline.quality.features_suite (the one home)."""
     import yaml
 
     from pipeline.quality.features_suite import FINITE, RANGES

@@ -10,7 +10,7 @@ import polars as pl
 from assets import features as feature_assets
 from assets.partitions import market_partitions
 from pipeline.features.candle_features import compute_candle_features
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
 from pipeline.quality.features_suite import validate_model_inputs
 from assets.definitions import all_resources
 from assets.resources import SettingsResource

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pipeline.features.candle_features import compute_candle_features
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 
 DAY = dt.timedelta(days=1)
 

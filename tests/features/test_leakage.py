@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.features.candle_features import compute_candle_features
 from pipeline.features.labels import label_spec
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 
 
 def change_after(candles: pl.DataFrame, t: dt.datetime, extra: pl.DataFrame) -> pl.DataFrame:

@@ -134,7 +134,7 @@ def test_coarse_timeframe_rsi_and_visibility(btc):
 
 
 def test_model_inputs_finite_after_warmup(btc):
-    from pipeline.features.columns import MODEL_INPUT_COLUMNS
+    from pipeline.core.columns import MODEL_INPUT_COLUMNS
 
     f, _, _ = btc
     warm = f.filter(~pl.col("is_warmup"))

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 from pipeline.warehouse import Warehouse
 
 DAY = dt.timedelta(days=1)

@@ -21,9 +21,14 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.encodings.build import build_encoding
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
-from pipeline.training.walk_forward import IMAGE_MODELS, TrainingConfig, store_training, train_architecture
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
+from pipeline.models.catalogue import image_model_inputs
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import train_architecture
 from pipeline.warehouse import Warehouse
+
+IMAGE_MODELS = image_model_inputs()
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
 START = dt.datetime(2025, 1, 1)

@@ -19,10 +19,13 @@ from assets.resources import SettingsResource, WarehouseResource
 from assets.signals import signals_latest, signals_paper_ledger
 from pipeline.config import Settings
 from pipeline.encodings.build import SNAPSHOT_INTERVAL, build_encoding
-from pipeline.encodings.store import open_images
-from pipeline.live.signals import INITIAL_EQUITY, latest_signals
-from pipeline.training.walk_forward import IMAGE_MODELS, load_artifact
+from pipeline.encodings.image_files import open_images
+from pipeline.live import INITIAL_EQUITY, latest_signals
+from pipeline.models.catalogue import image_model_inputs
+from pipeline.training.artifacts import load_artifact
 from tests.live.conftest import SYMBOLS, add_snapshots, add_symbol, build, edge_rule, extend, train_image_model
+
+IMAGE_MODELS = image_model_inputs()
 
 SHORT = "CCCUSDT"  # 15 candles (fewer than any image reads), no snapshot: no image of it
 BARS, NEW = 700, 5

@@ -16,10 +16,10 @@ import torch
 
 from assets.resources import SettingsResource, WarehouseResource
 from assets.signals import signals_latest, signals_paper_ledger
-from pipeline.backtest.costs import CostModel
-from pipeline.live.signals import INITIAL_EQUITY, book_paper_trades, latest_signals, store_signals
+from pipeline.core.costs import CostModel
+from pipeline.live import INITIAL_EQUITY, book_paper_trades, latest_signals, store_signals
 from pipeline.training.datasets import load_series, naive_window
-from pipeline.training.walk_forward import load_artifact
+from pipeline.training.artifacts import load_artifact
 from tests.live.conftest import SYMBOLS, build, edge_rule, extend
 
 

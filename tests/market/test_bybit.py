@@ -19,7 +19,7 @@ import requests
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 
 from pipeline.market.base import MarketDataError
-from pipeline.market.timegrid import from_ms, to_ms
+from pipeline.core.timegrid import from_ms, to_ms
 from pipeline.market.bybit import BybitSource
 from pipeline.market.schemas import CANDLE_SCHEMA, FUNDING_SCHEMA, OPEN_INTEREST_SCHEMA, ORDERBOOK_SCHEMA
 

@@ -15,7 +15,7 @@ from pipeline.market.files import read_candle_file
 from pipeline.market.ingest import ingest_candles
 from pipeline.market.schemas import CANDLE_RULES, CANDLE_SCHEMA, COMPLETE, ON_GRID, UNIQUE, candle_violations
 from pipeline.market.synthetic import SyntheticSource
-from pipeline.market.timegrid import to_ms
+from pipeline.core.timegrid import to_ms
 from pipeline.quality.candles_suite import candle_expectations, validate_candles
 
 HOUR = 3_600_000

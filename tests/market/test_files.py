@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipeline.market.base import MarketDataError
-from pipeline.market.timegrid import to_ms
+from pipeline.core.timegrid import to_ms
 from pipeline.market.files import FileSource, read_candle_file, read_funding_file
 from pipeline.market.schemas import CANDLE_SCHEMA, FUNDING_SCHEMA, OPEN_INTEREST_SCHEMA, ORDERBOOK_SCHEMA
 

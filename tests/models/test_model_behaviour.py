@@ -13,7 +13,7 @@ import torch
 
 from pipeline.models.heads import HeadOutput
 from pipeline.training.losses import LossConfig, multitask_loss
-from pipeline.models.registry import architecture, build_model, list_models, load_model, save_model
+from pipeline.models.zoo import architecture, build_model, list_models, load_model, save_model
 
 # plain cross-entropy on the direction (no smoothing, no class weights): the training loss, direction only
 DIRECTION_CE = LossConfig(class_weighting="none", label_smoothing=0.0)
@@ -217,7 +217,7 @@ def test_torch_export_matches_eager(name):
 
 
 def _variant_cases():
-    from pipeline.models.inspect import count_parameters
+    from pipeline.models.geometry import count_parameters
 
     cases = []
     for name, variants in list_models().items():

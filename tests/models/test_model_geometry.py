@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.models.inspect import count_parameters, flops, receptive_field, total_stride
-from pipeline.models.registry import architecture, build_model, list_models, variant_table
+from pipeline.models.geometry import count_parameters, flops, receptive_field, total_stride
+from pipeline.models.zoo import architecture, build_model, list_models, variant_table
 
 NAMES = list(list_models())
 SEQUENCE = [n for n in NAMES if architecture(n).kind == "sequence"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.models.registry import variant_table
+from pipeline.models.zoo import variant_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,4 +1,4 @@
-"""The drift tests' planted warehouse (``pipeline.monitoring.planted``, no training) at a small, fixed size.
+"""The drift tests' planted warehouse (``tests.monitoring.planted``, no training) at a small, fixed size.
 
 Two symbols, 1600 hourly bars of i.i.d. standard-normal features. The live models
 (``tcn``, ``wavenet``, fold 1) were trained on bars 0..799. ``drift_symbols``
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from pipeline.config import Settings
-from pipeline.monitoring.planted import plant_drift_warehouse
+from tests.monitoring.planted import plant_drift_warehouse
 from pipeline.warehouse import Warehouse
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.monitoring.conftest import plant, ts_of
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
 from pipeline.monitoring.drift import DriftThresholds, compute_drift, latest_verdicts, store_drift
 
 

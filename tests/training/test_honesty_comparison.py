@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from pipeline.backtest.comparison import comparison_markdown, comparison_table, pooled_returns
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.metrics import bar_returns
-from pipeline.backtest.model_runs import MODEL_FAMILY
+from pipeline.backtest.model_backtests import MODEL_FAMILY
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.runs import add_overfitting_statistics, evaluate
+from pipeline.backtest.evaluation import add_overfitting_statistics, evaluate
 
 H = 3_600_000
 

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
-from pipeline.backtest.model_runs import MODEL_FAMILY, binomial_p_value, model_runs_for_market, model_targets
-from pipeline.backtest.runs import add_overfitting_statistics
-from pipeline.backtest.signals import class_mean_returns, round_trip_cost_of
+from pipeline.backtest.model_backtests import MODEL_FAMILY, binomial_p_value, model_runs_for_market, model_targets
+from pipeline.backtest.evaluation import add_overfitting_statistics
+from pipeline.core.positions import class_mean_returns, round_trip_cost_of
 
 H = 3_600_000
 START_MS = 1_704_067_200_000
@@ -110,7 +110,7 @@ def test_a_skilled_model_earns_after_costs_and_a_blind_one_is_not_deflated_above
 
 
 def test_run_model_backtests_reads_the_warehouse_and_stores_the_same_runs(tmp_path):
-    from pipeline.backtest.model_runs import run_model_backtests
+    from pipeline.backtest.model_backtests import run_model_backtests
     from pipeline.config import Settings
     from pipeline.market.schemas import CANDLE_SCHEMA
     from pipeline.warehouse import Warehouse

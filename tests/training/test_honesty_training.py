@@ -31,15 +31,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.backtest.model_runs import binomial_p_value, run_model_backtests
+from pipeline.backtest.model_backtests import binomial_p_value, run_model_backtests
 from pipeline.config import Settings
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 from pipeline.market.ingest import build_source, ingest_candles
 from pipeline.market.schemas import CANDLE_SCHEMA, conform
 from pipeline.training.datasets import build_window_store, load_series, robust_stats
-from pipeline.training.walk_forward import (SEQUENCE_ARCHITECTURES, TrainingConfig, load_artifact, predict,
-                                            store_training, time_folds, train_architecture, train_fold)
+from pipeline.models.catalogue import sequence_model_names
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.inference import predict
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import time_folds, train_architecture, train_fold
 from pipeline.warehouse import Warehouse
+
+SEQUENCE_ARCHITECTURES = sequence_model_names()
 
 H = 3_600_000
 SYMBOLS = ("ETHUSDT", "SOLUSDT")

@@ -34,10 +34,16 @@ from safetensors.torch import load_file
 from pipeline.encodings.build import build_encoding
 from pipeline.encodings.indicator_image import IndicatorScaling
 from pipeline.training.images import build_image_store
-from pipeline.training.walk_forward import IMAGE_MODELS, TrainingConfig, load_artifact, predict, time_folds, train_fold
+from pipeline.models.catalogue import image_model_inputs
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.inference import predict
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.walk_forward import time_folds, train_fold
 from tests.training.test_honesty_training import (H, SYMBOLS, Trained, assert_finds_the_planted_pattern,
                                                   assert_no_deflated_sharpe_above_095, build_market,
                                                   perturbed_market, train_all)
+
+IMAGE_MODELS = image_model_inputs()
 
 CHART_MODELS = ("cnn_ta", "resnet2d_candlestick")
 PLANTED_DAYS = 90

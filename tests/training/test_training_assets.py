@@ -17,8 +17,11 @@ from assets import backtests, features, market, training
 from assets.definitions import all_resources, partition_range_tags
 from assets.partitions import first_partition_keys
 from assets.resources import SettingsResource
-from pipeline.training.walk_forward import IMAGE_MODELS, SEQUENCE_ARCHITECTURES
+from pipeline.models.catalogue import image_model_inputs, sequence_model_names
 from pipeline.warehouse import Warehouse
+
+IMAGE_MODELS = image_model_inputs()
+SEQUENCE_ARCHITECTURES = sequence_model_names()
 
 TINY = {"CONVTRADE_WINDOW": "16", "CONVTRADE_N_FOLDS": "2", "CONVTRADE_EPOCHS": "1",
         "CONVTRADE_EMBARGO_BARS": "2", "CONVTRADE_MAX_TRAIN_WINDOWS": "1500", "CONVTRADE_BATCH_SIZE": "128",

@@ -11,11 +11,14 @@ import pytest
 import torch
 
 from pipeline.config import Settings
-from pipeline.features.dbt_cli import run_dbt
+from pipeline.dbt_runner.invoke import run_dbt
 from pipeline.market.schemas import CANDLE_SCHEMA, conform
 from pipeline.training.datasets import build_window_store, load_series, naive_window
-from pipeline.training.walk_forward import (TrainingConfig, load_artifact, predict, store_training, time_folds,
-                                            train_architecture, train_fold)
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.inference import predict
+from pipeline.training.recipe import TrainingConfig
+from pipeline.training.results import store_training
+from pipeline.training.walk_forward import time_folds, train_architecture, train_fold
 from pipeline.warehouse import Warehouse
 
 

@@ -21,8 +21,8 @@ order-book model signals only when a full snapshot window ends in the newest
 candle (:func:`~pipeline.training.images.bar_images`), else the symbol is
 skipped with the reason; so is a configured symbol the fold did not train on
 (e.g. the encoding made no image of it). The signal is that
-fold's :class:`~pipeline.backtest.signals.EdgeRule` (its registry metrics,
-:func:`pipeline.backtest.model_runs.edge_rule_of`) run over the fold's segment
+fold's :class:`~pipeline.core.positions.EdgeRule` (its registry metrics,
+:func:`pipeline.backtest.model_backtests.edge_rule_of`) run over the fold's segment
 exactly as the model backtest runs it: from the fold's first test bar (its
 stored ``predictions.oos``) through the bars since (predicted now) to the
 newest candle, so "hold while the expected move keeps its side" carries the
@@ -36,7 +36,7 @@ row per candle since the last booked one. Each new candle first marks the
 position to market at its close; the newest candle then trades to the signal's
 target at its close through the backtest's order kernel
 (:func:`pipeline.backtest.engine.execute_order`: the same
-:class:`~pipeline.backtest.costs.CostModel` fee and slippage, no leverage).
+:class:`~pipeline.core.costs.CostModel` fee and slippage, no leverage).
 The first booking starts with ``INITIAL_EQUITY`` (the backtests' default).
 Booking twice on the same candles adds nothing. Simplifications: fills at the
 signal candle's close (the backtest fills at the next open), no funding, no
@@ -54,19 +54,21 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import execute_order
-from pipeline.backtest.model_runs import PROBA_COLUMNS, edge_rule_of
+from pipeline.backtest.model_backtests import PROBA_COLUMNS, edge_rule_of
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.signals import edge_targets, expected_move
-from pipeline.encodings.build import (SNAPSHOT_INTERVAL, contiguous_window_ends, load_candles, load_snapshots,
+from pipeline.core.positions import edge_targets, expected_move
+from pipeline.encodings.build import (SNAPSHOT_INTERVAL, load_candle_arrays, load_snapshots,
                                       series_images, spec)
-from pipeline.encodings.store import CHUNK, open_images
-from pipeline.market.timegrid import interval_ms
-from pipeline.training.datasets import build_window_store, load_series, valid_window_ends
+from pipeline.encodings.image_files import CHUNK, open_images
+from pipeline.core.timegrid import interval_ms
+from pipeline.core.windows import contiguous_window_ends, valid_window_ends
+from pipeline.training.datasets import build_window_store, load_series
 from pipeline.encodings.indicator_image import IndicatorScaling
 from pipeline.training.images import bar_images, inference_store
-from pipeline.training.walk_forward import load_artifact, predict
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.inference import predict
 
 SIGNALS_TABLE = "signals.latest"
 LEDGER_TABLE = "signals.paper_ledger"
@@ -177,7 +179,7 @@ def _fresh_image_predictions(module_of, cfg: dict, warehouse, settings, symbol: 
         bar_ts, ends = bars[has], all_ends[of_bar[has]]
     else:
         series_interval = interval
-        src_ts, src = load_candles(warehouse, symbol, interval, since=_datetime(bars[0] - (s.history - 1) * step))
+        src_ts, src = load_candle_arrays(warehouse, symbol, interval, since=_datetime(bars[0] - (s.history - 1) * step))
         ends = contiguous_window_ends(src_ts, step, s.history)
         ends = ends[src_ts[ends] > after_ms]
         bar_ts = src_ts[ends]
@@ -281,7 +283,7 @@ def latest_signals(warehouse, settings) -> SignalsResult:
             mine = stored.filter(pl.col("symbol") == symbol)
             last_ms = int(mine["ts_ms"].max()) if mine.height else test_start_ms - 1
             if cfg.get("encoding"):
-                grid = load_candles(warehouse, symbol, interval, since=_datetime(test_start_ms))[0]
+                grid = load_candle_arrays(warehouse, symbol, interval, since=_datetime(test_start_ms))[0]
             else:
                 grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
             if grid.size == 0:

@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.warehouse import ENCODING_NAMES, Replacement
+from pipeline.warehouse import Replacement, table_ddl
 
 CHUNK = 4096  # images encoded and written per step
 
 
 def index_table(name: str) -> str:
-    if name not in ENCODING_NAMES:
-        raise KeyError(f"unknown encoding {name!r}; known: {', '.join(ENCODING_NAMES)}")
-    return f"encodings.{name}_index"
+    """``encodings.<name>_index`` (the encoding's name is checked against the warehouse's table rule)."""
+    table = f"encodings.{name}_index"
+    table_ddl(table)
+    return table
 
 
 def series_dir(artifacts_dir: Path, name: str, symbol: str, interval: str) -> Path:

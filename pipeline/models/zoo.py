@@ -26,8 +26,10 @@ from torch import nn
 from pipeline.models.heads import HeadOutput, MultiTaskHead
 from pipeline.models.layers import check_input
 
+# One file per architecture under pipeline/models/, each registering its architecture (here) and its trainable
+# models (pipeline.models.catalogue). Adding an architecture: its file, and its name here.
 ARCHITECTURE_MODULES = (
-    "wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception", "cnn2d",
+    "wavenet", "tcn", "resnet1d", "densenet1d", "convnext1d", "inception", "cnn_ta", "resnet2d", "orderbook_net",
 )
 FORMAT_VERSION = 1
 
@@ -97,13 +99,14 @@ def register_architecture(arch: Architecture) -> Architecture:
     return arch
 
 
-def _load_all() -> None:
+def load_architectures() -> None:
+    """Import every architecture module (each registers itself on import)."""
     for module in ARCHITECTURE_MODULES:
         importlib.import_module(f"pipeline.models.{module}")
 
 
 def architecture(name: str) -> Architecture:
-    _load_all()
+    load_architectures()
     try:
         return _ARCHITECTURES[name]
     except KeyError:
@@ -112,7 +115,7 @@ def architecture(name: str) -> Architecture:
 
 def list_models() -> dict[str, list[str]]:
     """Every architecture name with its variant names."""
-    _load_all()
+    load_architectures()
     return {name: list(a.variants) for name, a in _ARCHITECTURES.items()}
 
 
@@ -209,7 +212,7 @@ def variant_table(in_channels: int = 15, input_length: int = 256) -> str:
 
     Built on the meta device, so published sizes cost no memory.
     """
-    from pipeline.models.inspect import count_parameters, flops, receptive_field
+    from pipeline.models.geometry import count_parameters, flops, receptive_field
 
     rows = ["| architecture | variant | causal | input | params | receptive field | FLOPs/sample |",
             "|---|---|---|---|---:|---:|---:|"]

@@ -12,13 +12,13 @@ import pytest
 
 from assets.backtests import backtest_baselines
 from assets.resources import SettingsResource, default_resources
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.reports import monthly_returns, write_reports
-from pipeline.backtest.runs import add_overfitting_statistics, run_market_baselines
-from pipeline.backtest.store import resolve_report_path, store_runs
-from pipeline.backtest.suite import run_baseline_suite as suite
-from pipeline.backtest.suite import summary_markdown as suite_summary
+from pipeline.backtest.evaluation import add_overfitting_statistics, run_market_baselines
+from pipeline.backtest.tables import resolve_report_path, store_runs
+from pipeline.backtest.baselines import run_baseline_suite as suite
+from pipeline.backtest.baselines import summary_markdown as suite_summary
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
 

@@ -7,7 +7,9 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.config import DEFAULT_MAINTENANCE_MARGIN_RATE, Settings
+DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005  # Bybit's first risk-limit tier of BTCUSDT (0.5 %)
+# The settings that feed CostModel (same field names in pipeline.config.Settings, whose defaults are these).
+COST_SETTINGS = ("taker_fee", "maker_fee", "slippage_bps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +55,8 @@ class CostModel:
         return self.slippage_bps / 1e4
 
     @classmethod
-    def from_settings(cls, settings: Settings, symbol: str | None = None, **overrides) -> "CostModel":
-        """The costs the settings give; ``symbol`` picks its maintenance margin rate
+    def from_settings(cls, settings, symbol: str | None = None, **overrides) -> "CostModel":
+        """The costs the settings (a :class:`pipeline.config.Settings`) give; ``symbol`` picks its maintenance margin rate
         (``CONVTRADE_MAINTENANCE_MARGIN``), else the default rate applies."""
         values = dict(
             taker_fee=settings.taker_fee, maker_fee=settings.maker_fee, slippage_bps=settings.slippage_bps,

@@ -18,32 +18,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.backtest.costs import CostModel, funding_per_bar
+from pipeline.core.costs import CostModel, funding_per_bar
 from pipeline.backtest.engine import prepare_inputs
 from pipeline.backtest.reports import write_reports
-from pipeline.backtest.runs import BacktestRun, add_overfitting_statistics, run_market_baselines
-from pipeline.backtest.store import store_runs
+from pipeline.backtest.evaluation import BacktestRun, add_overfitting_statistics, run_market_baselines
+from pipeline.backtest.tables import store_runs
 from pipeline.backtest.strategies import LabelledFeatures
 from pipeline.config import Settings
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import FEATURES_TABLE, MODEL_INPUT_COLUMNS
+from pipeline.market.stored import load_candles, load_funding
 from pipeline.features.labels import LABELS_TABLE, UNKNOWN_CLASS, load_labels
 from pipeline.warehouse import Warehouse
 
-FEATURES_TABLE = "features.candle_features"
-
-
-def load_candles(warehouse: Warehouse, symbol: str, interval: str, start: str) -> pl.DataFrame:
-    return warehouse.query(
-        "select ts, open, high, low, close, volume from raw.candles "
-        "where symbol = ? and interval = ? and ts >= cast(? as timestamp) order by ts",
-        [symbol, interval, start],
-    )
-
-
-def load_funding(warehouse: Warehouse, symbol: str) -> pl.DataFrame:
-    if not warehouse.table_exists("raw.funding"):
-        return pl.DataFrame(schema={"ts": pl.Datetime("us"), "funding_rate": pl.Float64})
-    return warehouse.query("select ts, funding_rate from raw.funding where symbol = ? order by ts", [symbol])
 
 
 def load_labelled_features(warehouse: Warehouse, symbol: str, interval: str, candles: pl.DataFrame, horizon: int,

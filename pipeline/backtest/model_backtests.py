@@ -1,7 +1,7 @@
 """Backtests of the trained models: ``predictions.oos`` -> positions -> the engine, as the baselines are run.
 
 Each fold's out-of-sample probabilities are traded by that fold's edge rule
-(:class:`pipeline.backtest.signals.EdgeRule`, fitted on the fold's training /
+(:class:`pipeline.core.positions.EdgeRule`, fitted on the fold's training /
 validation rows and stored in the ``edge_rule`` entry of its
 ``models.registry`` metrics), with the same :class:`CostModel` and
 :class:`RiskRules` as the logistic-regression baseline. A bar without a
@@ -27,12 +27,12 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import EngineInputs
 from pipeline.backtest.metrics import classification_metrics
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.runs import BacktestRun, evaluate, make_run_id
-from pipeline.backtest.signals import EdgeRule, edge_targets
+from pipeline.backtest.evaluation import BacktestRun, evaluate, make_run_id
+from pipeline.core.positions import EdgeRule, edge_targets
 
 MODEL_FAMILY = "models"  # every trained architecture, sequence and image: one selection, one family
 PROBA_COLUMNS = ("p_down", "p_flat", "p_up")
@@ -165,11 +165,11 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
     Candles, funding and labels are loaded as the baseline suite loads them,
     so models and baselines trade the same bars at the same costs.
     """
-    from pipeline.backtest.costs import funding_per_bar
+    from pipeline.core.costs import funding_per_bar
     from pipeline.backtest.engine import prepare_inputs
-    from pipeline.backtest.runs import add_overfitting_statistics
-    from pipeline.backtest.store import store_runs
-    from pipeline.backtest.suite import load_candles, load_funding
+    from pipeline.backtest.evaluation import add_overfitting_statistics
+    from pipeline.backtest.tables import store_runs
+    from pipeline.market.stored import load_candles, load_funding
     from pipeline.features.labels import UNKNOWN_CLASS, load_labels
 
     registry = warehouse.query("select model_id, architecture, cast(metrics as varchar) as metrics "

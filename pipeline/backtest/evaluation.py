@@ -11,11 +11,11 @@ import math
 import numpy as np
 
 from pipeline.backtest import strategies
-from pipeline.backtest.costs import CostModel
+from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import BacktestResult, EngineInputs, run_backtest
 from pipeline.backtest.metrics import bar_returns, classification_metrics, trading_metrics
 from pipeline.backtest.risk import RiskRules
-from pipeline.backtest.signals import round_trip_cost_of
+from pipeline.core.positions import round_trip_cost_of
 from pipeline.backtest.strategies import LabelledFeatures
 
 

@@ -9,7 +9,7 @@ command's exit code through ``os._exit``.
 
 ``--version`` answers from the installed package, with no network look-up.
 
-The options of :func:`pipeline.features.dbt_cli.launcher_args`
+The options of :func:`pipeline.dbt_runner.invoke.launcher_args`
 (``--convtrade-warehouse=PATH``, ``--convtrade-window=START/END``) are taken
 off the command line and set as the environment the profile and macros read,
 in this process only.
@@ -57,7 +57,7 @@ def main() -> None:
         os._exit(0)
     from dbt.cli.main import cli
 
-    from pipeline.features.dbt_cli import environment_from_launcher_args
+    from pipeline.dbt_runner.invoke import environment_from_launcher_args
 
     args, environment = environment_from_launcher_args(sys.argv[1:])
     os.environ.update(environment)

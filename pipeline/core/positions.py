@@ -303,5 +303,5 @@ def fit_edge_rule(proba_fit, fwd_return_fit, label_class_fit, round_trip_cost: f
 
 
 def round_trip_cost_of(costs) -> float:
-    """``2 * (taker fee + slippage)`` of a :class:`~pipeline.backtest.costs.CostModel`, as a fraction."""
+    """``2 * (taker fee + slippage)`` of a :class:`~pipeline.core.costs.CostModel`, as a fraction."""
     return 2.0 * (float(costs.taker_fee) + float(costs.slippage))

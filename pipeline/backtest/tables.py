@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.backtest.metrics import drawdown
-from pipeline.backtest.runs import BacktestRun
+from pipeline.backtest.evaluation import BacktestRun
 from pipeline.warehouse import Replacement, Warehouse
 
 TS = pl.Datetime("us")

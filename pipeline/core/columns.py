@@ -50,3 +50,16 @@ MARKET_STRUCTURE_COLUMNS: list[str] = [
     "ob_top_imbalance",
     "ob_depth_imbalance_5",
 ]
+
+# The feature table models, baselines and the drift monitor read (built by dbt: dbt_features/models/features).
+FEATURES_TABLE = "features.candle_features"
+
+
+def not_a_model_row_sql(warehouse, alias: str = "") -> str:
+    """SQL that is true on the rows of ``FEATURES_TABLE`` no model may read: warm-up rows and, where the table
+    has the column (fill gap policy), the flat bars the fill made up (``is_filled``)."""
+    prefix = f"{alias}." if alias else ""
+    filled = warehouse.query(
+        "select count(*) as n from information_schema.columns where table_schema || '.' || table_name = ? "
+        "and column_name = 'is_filled'", [FEATURES_TABLE])["n"][0]
+    return (f"({prefix}is_warmup or coalesce({prefix}is_filled, false))" if filled else f"{prefix}is_warmup")

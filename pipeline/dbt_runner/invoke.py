@@ -8,10 +8,10 @@ the candle_features model reads the gap policy from ``CONVTRADE_GAP_POLICY`` /
 ``CONVTRADE_MAX_FILL_BARS`` (through pipeline.config.Settings).
 Callers never set them in their own process: they pass
 :func:`launcher_args` on the dbt command line, and the launcher
-(:mod:`pipeline.features.dbt_launcher`) sets them in the dbt process only.
+(:mod:`pipeline.dbt_runner.launcher`) sets them in the dbt process only.
 The Dagster asset does the same through ``DbtCliResource.cli``.
 
-``python -m pipeline.features.dbt_cli parse`` writes the manifest Dagster
+``python -m pipeline.dbt_runner.invoke parse`` writes the manifest Dagster
 loads (``make setup`` runs it).
 """
 
@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.market.timegrid import utc_naive
+from pipeline.core.timegrid import utc_naive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_features"
@@ -117,8 +117,8 @@ LAUNCHER_PATH = DBT_PROJECT_DIR / "target" / "dbt-fast-exit"
 
 
 def launcher_script() -> str:
-    """The text of the `dbt` launcher for this interpreter (see pipeline.features.dbt_launcher)."""
-    return f"#!{sys.executable}\nfrom pipeline.features.dbt_launcher import main\n\nmain()\n"
+    """The text of the `dbt` launcher for this interpreter (see pipeline.dbt_runner.launcher)."""
+    return f"#!{sys.executable}\nfrom pipeline.dbt_runner.launcher import main\n\nmain()\n"
 
 
 def dbt_executable() -> str:
@@ -186,6 +186,6 @@ def parse_project() -> Path:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["parse"]:
-        print("usage: python -m pipeline.features.dbt_cli parse   (writes dbt_features/target/manifest.json)")
+        print("usage: python -m pipeline.dbt_runner.invoke parse   (writes dbt_features/target/manifest.json)")
         sys.exit(2)
     print(f"dbt manifest written: {parse_project()}")

@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from pipeline.features.columns import MODEL_INPUT_COLUMNS
+from pipeline.core.columns import MODEL_INPUT_COLUMNS
 from pipeline.warehouse import Warehouse
 
 

@@ -1,0 +1,1 @@
+"""Running the dbt_features project from plain Python: the invocation (``invoke``) and the fast-exit launcher."""

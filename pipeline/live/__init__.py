@@ -1,1 +1,0 @@
-"""Live use of the trained models: signals and the paper ledger (no real orders)."""
