@@ -7,7 +7,7 @@ windows of ``features.candle_features`` built as in training
 (:func:`pipeline.training.datasets.load_series` / ``build_window_store`` with
 the artifact's columns, symbols, window and horizon; a window with a warm-up or
 filled row, or across a missing bar, gets no prediction). An image model
-(``pipeline.training.walk_forward.IMAGE_MODELS``) reads each bar's image
+(``pipeline.models.catalogue``) reads each bar's image
 encoded now from the warehouse candles (or order-book snapshots) by the
 encoding's own code (:func:`pipeline.encodings.build.series_images`, the
 windows ``build_encoding`` cuts), so a signal never waits for the

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,12 +59,39 @@ def test_importing_the_definitions_runs_no_subprocess_and_sets_no_environment(tm
     assert "CHANGED []" in done.stdout, done.stdout[-2000:]
 
 
-def test_pipeline_has_no_dagster_import():
-    """The import-linter contract in pyproject.toml (also run by `make test`) holds."""
-    done = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300)
+CONTRACTS = ("pipeline/ is plain Python: no Dagster, no dagster-dbt, no assets/",
+             "pipeline/ layers: imports run one way, down", "pipeline/ has no import cycle")
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
+
+
+def test_pipeline_has_no_dagster_import_no_upward_import_and_no_cycle():
+    """The import-linter contracts in pyproject.toml (also run by `make test`) hold."""
+    done = _lint_imports(PROJECT_ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Contracts: 1 kept, 0 broken" in done.stdout, done.stdout[-3000:]
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken" in done.stdout, done.stdout[-3000:]
+    for name in CONTRACTS:
+        assert f"{name} KEPT" in done.stdout
+
+
+@pytest.mark.parametrize("module, probe, broken", [
+    ("pipeline/core/splits.py", "import pipeline.config", CONTRACTS[1]),  # the floor imports a layer above it
+    ("pipeline/market/stored.py", "import pipeline.models.zoo", CONTRACTS[1]),  # independent siblings
+    ("pipeline/backtest/engine.py", "import pipeline.backtest.baselines", CONTRACTS[2]),  # a circle in a package
+])
+def test_the_layer_contracts_catch_an_upward_import_and_a_cycle(tmp_path, module, probe, broken):
+    """The contracts are not vacuous: one added import in a copy of the tree breaks the one it should."""
+    for part in ("pipeline", "assets"):
+        shutil.copytree(PROJECT_ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = tmp_path / module
+    path.write_text(path.read_text() + f"\n{probe}  # probe\n")
+    done = _lint_imports(tmp_path)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert f"{broken} BROKEN" in done.stdout, done.stdout[-3000:]
 
 
 def test_partition_range_tags_reach_the_asset():

@@ -14,7 +14,7 @@ The options of :func:`pipeline.dbt_runner.invoke.launcher_args`
 off the command line and set as the environment the profile and macros read,
 in this process only.
 
-``dbt_cli.dbt_executable()`` points the subprocess runner and dagster-dbt's
+``invoke.dbt_executable()`` points the subprocess runner and dagster-dbt's
 ``DbtCliResource`` at a small script that calls :func:`main`.
 """
 

@@ -5,7 +5,7 @@ stem conv k=7 s=2 + max-pool k=3 s=2; projection shortcuts (1×1 conv + BN)
 when the shape changes. Options: squeeze-and-excitation after each block's
 last BN, and a multi-scale first convolution (parallel k=3, 5, 7 branches
 fused by a 1×1). The blocks are written for 1 or 2 spatial dims so the 2D
-ResNet in :mod:`pipeline.models.cnn2d` shares them.
+ResNet in :mod:`pipeline.models.resnet2d` shares them.
 
 ``downsample=False`` keeps the time resolution (stem stride 1, no max-pool,
 no stage strides: the time-series ResNet of Wang, Yan & Oates 2017), and the

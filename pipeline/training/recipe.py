@@ -44,6 +44,8 @@ class _Recipe:
             entry = trainable(architecture)
         except KeyError:
             entry = None  # a zoo architecture trained on sequence windows under its own name
+        if entry is not None and entry.architecture != architecture:
+            values["model"] = entry.architecture
         if entry is not None and entry.encoding is not None:
             values["model"], values["encoding"] = entry.architecture, entry.encoding
         if entry is not None and entry.pretrain is not None:
