@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from pipeline.core.columns import FEATURES_TABLE
 from pipeline.core.costs import CostModel
 from pipeline.core.positions import fit_edge_rule, round_trip_cost_of
 from pipeline.core.splits import validation_tail, walk_forward_splits
@@ -243,7 +244,7 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
         for k in dropped:
             dropped[k] += store.dropped[k]
         scope = "pooled" if config.pooled else group[0].symbol
-        what = f"encoding {config.encoding}" if config.encoding else "features.candle_features"
+        what = f"encoding {config.encoding}" if config.encoding else FEATURES_TABLE
         if store.sample_rows.shape[0] == 0:
             log(f"{config.architecture}: no usable sample in {what} for {scope} (dropped {store.dropped}); "
                 "nothing trained")
