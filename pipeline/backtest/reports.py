@@ -1,10 +1,13 @@
 """Self-contained HTML reports: one per run, one comparing runs.
 
-Interactive charts (zoom, hover) are plotly figures whose JavaScript is
-embedded in each file (about 4.8 MB), so a report opens offline and still works
-when it is mailed or moved on its own; the small static charts (monthly
-returns, trade distribution, rolling Sharpe, confusion matrix) stay PNGs
-embedded as base64. Nothing is loaded from the network.
+Interactive charts (zoom, hover) are plotly figures. Their JavaScript (about
+4.8 MB) is written once per reports folder, ``$DATA_DIR/reports/plotly.min.js``,
+and every report of the folder and its subfolders loads it by a relative path
+(:func:`write_plotly_js`), so the folder opens offline and can be zipped and
+mailed whole; a page built on its own (:func:`run_report_html` without
+``plotly_src``) embeds it. The small static charts (monthly returns, trade
+distribution, rolling Sharpe, confusion matrix) stay PNGs embedded as base64.
+Nothing is loaded from the network.
 
 Costs per bar are derived from the trade records (the ``backtest.trades``
 rows) and the run's cost settings, see :func:`costs_per_bar`.
@@ -17,6 +20,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -620,9 +624,33 @@ def _comparison_rows(runs: Sequence[BacktestRun], links: dict[str, str] | None) 
 # ---- pages ---------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: str, interactive: bool = True) -> str:
+PLOTLY_JS = "plotly.min.js"  # the one copy of plotly.js in a reports folder
+
+
+def write_plotly_js(folder: Path) -> Path:
+    """``folder/plotly.min.js`` (the installed plotly's bundle), written atomically when missing or different."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(folder) / PLOTLY_JS
+    text = get_plotlyjs()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{PLOTLY_JS}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def plotly_src_for(page: Path, plotly_js: Path) -> str:
+    """The relative URL from a report at ``page`` to the folder's shared plotly.js."""
+    return Path(os.path.relpath(Path(plotly_js).resolve(), Path(page).resolve().parent)).as_posix()
+
+
+def _page(title: str, body: str, interactive: bool = True, plotly_src: str | None = None) -> str:
     scripts = ""
-    if interactive:
+    if interactive and plotly_src:
+        scripts = f'<script type="text/javascript" src="{html.escape(plotly_src)}"></script>'
+    elif interactive:
         from plotly.offline import get_plotlyjs
 
         scripts = f'<script type="text/javascript">{get_plotlyjs()}</script>'
@@ -631,7 +659,7 @@ def _page(title: str, body: str, interactive: bool = True) -> str:
             f"<script>{SORT_JS}</script></body></html>")
 
 
-def run_report_html(run: BacktestRun, benchmark: BacktestRun | None = None) -> str:
+def run_report_html(run: BacktestRun, benchmark: BacktestRun | None = None, plotly_src: str | None = None) -> str:
     res = run.result
     start, end = _dates(res.ts_ms[[0, -1]])
     costs = costs_per_bar(run)
@@ -666,7 +694,7 @@ def run_report_html(run: BacktestRun, benchmark: BacktestRun | None = None) -> s
     parts += [f"<h2>Trades ({res.n_trades})</h2>",
               '<p class="muted">Click a column header to sort.</p>', trade_list_html(run),
               "<h2>Configuration</h2><pre>" + html.escape(_pretty(run.config)) + "</pre>"]
-    return _page(f"Backtest: {run.strategy} · {run.symbol} · {run.interval}", "".join(parts))
+    return _page(f"Backtest: {run.strategy} · {run.symbol} · {run.interval}", "".join(parts), plotly_src=plotly_src)
 
 
 def _pretty(config: dict) -> str:
@@ -674,7 +702,7 @@ def _pretty(config: dict) -> str:
 
 
 def comparison_report_html(runs: Sequence[BacktestRun], links: dict[str, str] | None = None,
-                           extra_html: str = "") -> str:
+                           extra_html: str = "", plotly_src: str | None = None) -> str:
     groups: dict[tuple[str, str], list[BacktestRun]] = {}
     for r in runs:
         groups.setdefault((r.symbol, r.interval), []).append(r)
@@ -686,7 +714,7 @@ def comparison_report_html(runs: Sequence[BacktestRun], links: dict[str, str] | 
     for (symbol, interval), members in groups.items():
         parts += [f"<h2>{html.escape(symbol)} · {html.escape(interval)}</h2>", comparison_chart(members)]
     parts += ["<h2>All metrics</h2>", _metrics_table(runs, links)]
-    return _page("Backtest comparison", "".join(parts))
+    return _page("Backtest comparison", "".join(parts), plotly_src=plotly_src)
 
 
 def report_file_name(run_id: str, taken: set[str] = frozenset()) -> str:
@@ -700,14 +728,17 @@ def report_file_name(run_id: str, taken: set[str] = frozenset()) -> str:
     return name
 
 
-def write_reports(runs: Sequence[BacktestRun], out_dir: Path, extra_html: str = "") -> Path:
+def write_reports(runs: Sequence[BacktestRun], out_dir: Path, extra_html: str = "",
+                  plotly_folder: Path | None = None) -> Path:
     """One HTML file per run (named from its run id, see :func:`report_file_name`) plus ``comparison.html``.
 
     Sets ``run.report_path``. Buy and hold of the perpetual on the same market
-    is drawn as the benchmark of each run. Returns the path of the comparison report.
+    is drawn as the benchmark of each run. Every page loads the one plotly.js of ``plotly_folder`` (default
+    ``out_dir``; the pipeline passes ``$DATA_DIR/reports``). Returns the path of the comparison report.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    plotly_js = write_plotly_js(plotly_folder or out_dir)
     benchmarks = {(r.symbol, r.interval): r for r in runs if r.strategy == "buy_and_hold"}
     links: dict[str, str] = {}
     taken: set[str] = set()
@@ -715,9 +746,11 @@ def write_reports(runs: Sequence[BacktestRun], out_dir: Path, extra_html: str = 
         name = report_file_name(r.run_id, taken)
         taken.add(name)
         path = out_dir / name
-        path.write_text(run_report_html(r, benchmarks.get((r.symbol, r.interval))), encoding="utf-8")
+        path.write_text(run_report_html(r, benchmarks.get((r.symbol, r.interval)), plotly_src_for(path, plotly_js)),
+                        encoding="utf-8")
         r.report_path = str(path)
         links[r.run_id] = name
     comparison = out_dir / "comparison.html"
-    comparison.write_text(comparison_report_html(runs, links, extra_html), encoding="utf-8")
+    comparison.write_text(comparison_report_html(runs, links, extra_html, plotly_src_for(comparison, plotly_js)),
+                          encoding="utf-8")
     return comparison
