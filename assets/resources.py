@@ -8,40 +8,46 @@ warehouse, the artifacts, the reports and the dbt run artifacts together.
 """
 
 
+import dataclasses
+from typing import Optional
+
 import dagster as dg
+from pydantic import Field
 
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
 
 
-class SettingsResource(dg.ConfigurableResource):
-    """Settings from ``CONVTRADE_*`` environment variables; any field here overrides them.
-
-    Empty strings mean "keep the environment / default value".
-    """
-
-    data_dir: str = ""
-    source: str = ""
-    symbols: str = ""  # comma-separated
-    intervals: str = ""  # comma-separated Bybit codes
-    start: str = ""
-    files_dir: str = ""
-    seed: int = -1
-    # One run that may shrink stored candles (launchpad: `resources: settings: config: allow_shrink: true`);
-    # false keeps CONVTRADE_ALLOW_SHRINK (default false).
-    allow_shrink: bool = False
+class _SettingsFields(dg.ConfigurableResource):
+    """Settings from the settings file and ``CONVTRADE_*`` environment variables; any field set here
+    (the launchpad: ``resources: settings: config: {epochs: 5}``) overrides them. Unset (None) or empty
+    fields keep the file / environment / default value."""
 
     def settings(self) -> Settings:
-        overrides: dict = {}
-        for name in ("data_dir", "source", "symbols", "intervals", "start", "files_dir"):
-            value = getattr(self, name)
-            if value:
-                overrides[name] = value
-        if self.seed >= 0:
-            overrides["seed"] = self.seed
-        if self.allow_shrink:
-            overrides["allow_shrink"] = True
+        overrides = {name: value for name, value in self._convtrade_fields().items()
+                     if value is not None and value != ""}
         return Settings.from_env(**overrides)
+
+    def _convtrade_fields(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(Settings)}
+
+
+def _launchpad_type(field: dataclasses.Field) -> type:
+    """The config type of a Settings field: its default's type (bool, int, float), else text (paths, lists)."""
+    default = field.default
+    return type(default) if isinstance(default, (bool, int, float)) else str
+
+
+# Every field of Settings, typed, optional (one home: the fields are not retyped here). symbols / intervals
+# are comma lists ("BTCUSDT,ETHUSDT"), paths are text.
+SettingsResource = type("SettingsResource", (_SettingsFields,), {
+    "__module__": __name__,
+    "__doc__": _SettingsFields.__doc__,
+    "__annotations__": {f.name: Optional[_launchpad_type(f)] for f in dataclasses.fields(Settings)},
+    **{f.name: Field(default=None, description=f"CONVTRADE_{f.name.upper()} (default "
+                                                f"{','.join(f.default) if isinstance(f.default, tuple) else f.default})")
+       for f in dataclasses.fields(Settings)},
+})
 
 
 class WarehouseResource(dg.ConfigurableResource):

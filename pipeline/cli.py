@@ -3,6 +3,7 @@
     convtrade query "select symbol, count(*) from raw.candles group by 1"
     convtrade tables
     convtrade demo
+    convtrade settings      # every setting in force and where it came from
 """
 
 from __future__ import annotations
@@ -112,6 +113,25 @@ def demo(groups: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def show_settings() -> int:
+    """Print every setting in force with its origin (default, the settings file and line, or the variable)."""
+    import dataclasses
+
+    try:
+        settings, origin = Settings.resolve()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    rows = [("setting", "value", "from")]
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        rows.append((field.name, ",".join(value) if isinstance(value, tuple) else str(value), origin[field.name]))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, value, source in rows:
+        print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {source}")
+    return 0
+
+
 def _interrupted() -> int:
     print("interrupted: stopped; a run it had started is marked canceled or failed and its pool slots are freed; "
           "stored tables keep their last committed version", file=sys.stderr, flush=True)
@@ -131,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--only", metavar="GROUPS", default="",
                    help="comma list of asset groups to materialize, e.g. market or market,staging,features,labels "
                         "(default: every asset)")
+    sub.add_parser("settings", help="print the settings in force and where each came from "
+                                    "(default, convtrade.yaml / CONVTRADE_CONFIG and its line, or CONVTRADE_*)")
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        return show_settings()
     if args.command == "query":
         return query(args.sql, args.db, args.max_rows)
     if args.command == "tables":

@@ -272,9 +272,23 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
-        """Defaults, then ``CONVTRADE_*`` variables, then explicit overrides."""
+        """Defaults, then the settings file (``CONVTRADE_CONFIG``, else ``./convtrade.yaml``), then
+        ``CONVTRADE_*`` variables, then explicit overrides."""
+        return cls.resolve(env, **overrides)[0]
+
+    @classmethod
+    def resolve(cls, env: dict[str, str] | None = None, **overrides) -> tuple["Settings", dict[str, str]]:
+        """The settings and, for each field, where its value came from: ``default``, ``FILE:LINE``,
+        the environment variable's name, or ``override``. A bad value names its key, file and line."""
         env = dict(os.environ if env is None else env)
         values: dict = {}
+        origin = {field.name: "default" for field in dataclasses.fields(cls)}
+        path = settings_file_path(env)
+        from_file = read_settings_file(path) if path is not None else {}
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        for name, (raw, line) in from_file.items():
+            values[name] = _parse(fields[name], raw, f"{path}:{line}: {name}")
+            origin[name] = f"{path}:{line}"
         for field in dataclasses.fields(cls):
             key = f"CONVTRADE_{field.name.upper()}"
             if field.name == "data_dir" and key not in env and "DATA_DIR" in env:
@@ -282,7 +296,9 @@ class Settings:
             if key not in env:
                 continue
             values[field.name] = _parse(field, env[key], key)
+            origin[field.name] = key
         values.update(overrides)
+        origin.update({name: "override" for name in overrides})
         for name in ("data_dir", "files_dir"):
             if name in values:
                 values[name] = Path(values[name])
@@ -291,7 +307,80 @@ class Settings:
                 values[name] = _split(values[name])
             elif name in values:
                 values[name] = tuple(values[name])
-        return cls(**values)
+        try:
+            return cls(**values), origin
+        except ValueError as exc:  # a rule of __post_init__: say where the value came from
+            name = _field_named_in(str(exc))
+            if name is not None and origin.get(name, "").startswith(f"{path}:"):
+                raise ValueError(f"{origin[name]}: {str(exc).replace(f'CONVTRADE_{name.upper()}', name, 1)}") from None
+            raise
+
+
+# The settings file: YAML, one `name: value` per setting (the Settings field names, e.g. `symbols: [BTCUSDT]`,
+# `epochs: 3`). CONVTRADE_CONFIG names it (empty: no file); else convtrade.yaml in the working directory.
+CONFIG_ENV = "CONVTRADE_CONFIG"
+CONFIG_FILE = "convtrade.yaml"
+
+
+def settings_file_path(env: dict[str, str]) -> Path | None:
+    """The settings file in force, or None: ``CONVTRADE_CONFIG`` (must exist), else ``./convtrade.yaml``."""
+    if CONFIG_ENV in env:
+        if not env[CONFIG_ENV].strip():
+            return None
+        path = Path(env[CONFIG_ENV]).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{CONFIG_ENV}={env[CONFIG_ENV]!r}: no such settings file")
+        return path
+    path = Path(CONFIG_FILE)
+    return path if path.is_file() else None
+
+
+def read_settings_file(path: Path) -> dict[str, tuple[str, int]]:
+    """``{field: (value as text, line)}`` of a YAML settings file; unknown keys and non-scalar values fail
+    with the key, the file and the line."""
+    import yaml
+
+    try:
+        root = yaml.compose(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise ValueError(f"{path}:{root.start_mark.line + 1}: the settings file must be a mapping of name: value")
+    known = {field.name for field in dataclasses.fields(Settings)}
+    out: dict[str, tuple[str, int]] = {}
+    for key_node, value_node in root.value:
+        key, line = str(key_node.value), key_node.start_mark.line + 1
+        if key not in known:
+            near = [n for n in known if n.startswith(key[:4])] if len(key) >= 4 else []
+            hint = f" (did you mean {', '.join(sorted(near))}?)" if near else ""
+            raise ValueError(f"{path}:{line}: unknown setting {key!r}{hint}; the names are the fields of "
+                             "pipeline.config.Settings (`convtrade settings` lists them)")
+        if key in out:
+            raise ValueError(f"{path}:{line}: {key!r} is given twice (first on line {out[key][1]})")
+        if isinstance(value_node, yaml.SequenceNode) and key in ("symbols", "intervals"):
+            items = value_node.value
+            if not all(isinstance(i, yaml.ScalarNode) for i in items):
+                raise ValueError(f"{path}:{line}: {key} must be a list of names, e.g. [BTCUSDT, ETHUSDT]")
+            out[key] = (",".join(str(i.value) for i in items), line)
+        elif isinstance(value_node, yaml.ScalarNode):
+            out[key] = ("" if value_node.tag.endswith(":null") else str(value_node.value), line)
+        else:
+            raise ValueError(f"{path}:{line}: {key} must be a single value"
+                             + (" or a list" if key in ("symbols", "intervals") else ""))
+    return out
+
+
+def _field_named_in(message: str) -> str | None:
+    """The Settings field a validation message names (``CONVTRADE_<NAME>...``), or None."""
+    names = sorted((field.name for field in dataclasses.fields(Settings)), key=len, reverse=True)
+    for name in names:
+        if f"CONVTRADE_{name.upper()}" in message:
+            return name
+    return None
 
 
 def parse_regime_shift(text: str, symbols: tuple[str, ...]) -> tuple[dt.date, tuple[str, ...]] | None:

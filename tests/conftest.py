@@ -15,8 +15,9 @@ from pipeline.warehouse import Warehouse
 _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# A convtrade.yaml beside the project (a user's settings file) never reaches the tests: they set what they need.
+os.environ.setdefault("CONVTRADE_CONFIG", "")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CONVTRADE_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))

@@ -136,7 +136,8 @@ def run_baseline_suite(warehouse: Warehouse, settings: Settings, log: Callable[[
     if not runs:
         return SuiteResult([], {}, None, {}, skipped)
     pbo = add_overfitting_statistics(runs)
-    comparison = write_reports(runs, Path(settings.reports_dir) / "backtests", overfitting_html(runs, pbo))
+    comparison = write_reports(runs, Path(settings.reports_dir) / "backtests", overfitting_html(runs, pbo),
+                               plotly_folder=Path(settings.reports_dir))
     written = store_runs(warehouse, runs)
     return SuiteResult(runs, written, comparison, pbo, skipped)
 

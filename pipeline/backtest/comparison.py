@@ -161,7 +161,7 @@ class ComparisonResult:
 
 def run_comparison(warehouse, settings) -> ComparisonResult:
     """The comparison of every stored baseline and model run on the settings' markets, and its HTML report."""
-    from pipeline.backtest.reports import comparison_report_html
+    from pipeline.backtest.reports import comparison_report_html, plotly_src_for, write_plotly_js
 
     runs = load_stored_runs(warehouse, settings.symbols, settings.intervals)
     if not runs:
@@ -185,7 +185,8 @@ def run_comparison(warehouse, settings) -> ComparisonResult:
                   "strategies tried in the family on the market (dsr_trials); PBO is CSCV across them.</p>"
                   + _html_table(table))
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(comparison_report_html(runs, links, table_html), encoding="utf-8")
+    plotly_src = plotly_src_for(path, write_plotly_js(out))
+    tmp.write_text(comparison_report_html(runs, links, table_html, plotly_src), encoding="utf-8")
     tmp.replace(path)
     return ComparisonResult(table, markdown, path, len(runs))
 

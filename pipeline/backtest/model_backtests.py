@@ -200,6 +200,6 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
 
         from pipeline.backtest.reports import write_reports
 
-        write_reports(runs, Path(settings.reports_dir) / "models")
+        write_reports(runs, Path(settings.reports_dir) / "models", plotly_folder=Path(settings.reports_dir))
     written = store_runs(warehouse, runs)
     return runs, {"pbo": pbo, "rows_written": written}

@@ -115,10 +115,13 @@ def test_reports_open_in_headless_chromium(runs, warehouse, tmp_path, chromium):
     store_runs(warehouse, runs)
     comparison = write_reports(runs, tmp_path / "reports")
     pages = [Path(r.report_path) for r in runs] + [comparison]
+    shared = tmp_path / "reports" / "plotly.min.js"  # the one copy; the pages are small
+    assert shared.stat().st_size > 1_000_000 and all(p.stat().st_size < shared.stat().st_size / 4 for p in pages)
     shot = os.environ.get("REPORT_SCREENSHOT_DIR")
     for page_path in pages:
         markup = re.sub(r"<script[^>]*>.*?</script>", "", page_path.read_text(), flags=re.S)
-        assert not re.search(r"<script[^>]*\ssrc=", page_path.read_text())  # scripts are inline
+        # one script file, the folder's own plotly.js by a relative path; everything else inline
+        assert re.findall(r"<script[^>]*\ssrc=\"([^\"]+)\"", page_path.read_text()) == ["plotly.min.js"]
         assert not re.search(r'(src|href)=["\']?https?:', markup), page_path.name  # no link to the network
         page = chromium.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
@@ -152,3 +155,28 @@ def test_reports_open_in_headless_chromium(runs, warehouse, tmp_path, chromium):
             dsr_trials = page.locator("table.strategies tbody tr").nth(1).locator("td").nth(11).inner_text()
             assert dsr_trials == f"{runs[1].metrics['dsr_trials']:.0f}"
         page.close()
+
+
+def test_a_reports_tree_shares_one_plotly_file_by_relative_paths(runs, tmp_path, chromium):
+    """Reports in subfolders load the root's one plotly.js (``../plotly.min.js``): the tree opens offline
+    from anywhere it is copied, and rewriting reports leaves the shared file alone."""
+    root = tmp_path / "copied" / "reports"
+    write_reports(runs, tmp_path / "reports" / "models", plotly_folder=tmp_path / "reports")
+    shared = tmp_path / "reports" / "plotly.min.js"
+    first = shared.stat().st_mtime_ns
+    comparison = write_reports(runs, tmp_path / "reports" / "models", plotly_folder=tmp_path / "reports")
+    assert shared.stat().st_mtime_ns == first  # unchanged content: not rewritten
+    assert sorted(p.name for p in (tmp_path / "reports").rglob("*.js")) == ["plotly.min.js"]
+    assert 'src="../plotly.min.js"' in comparison.read_text()
+    import shutil
+
+    shutil.copytree(tmp_path / "reports", root)  # moved as a whole (zipped, mailed)
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda req: errors.append(f"network request {req.url}")
+            if not req.url.startswith(("file:", "data:", "about:")) else None)
+    page.goto((root / "models" / "comparison.html").as_uri())
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot svg.main-svg').length > 0", timeout=15_000)
+    assert errors == []
+    page.close()

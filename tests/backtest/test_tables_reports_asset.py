@@ -66,18 +66,20 @@ def test_store_is_idempotent_and_matches_the_runs(runs, warehouse):
     assert family["f"][0] == "logistic_regression"
 
 
-def test_reports_are_self_contained(runs, tmp_path):
+def test_reports_load_nothing_but_their_folder(runs, tmp_path):
     comparison = write_reports(runs, tmp_path)
     text = comparison.read_text()
 
     def markup(html: str) -> str:  # the page outside its inline scripts (plotly's JS holds URL strings)
         return re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.S)
 
-    # self-contained: scripts are inline (plotly's JS embedded), no markup fetches anything
-    assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r'(src|href)="https?:', markup(text))
+    # the folder is self-contained: the one script file is its own plotly.js, no markup fetches anything
+    scripts = lambda page: re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page)  # noqa: E731
+    assert (tmp_path / "plotly.min.js").is_file()
+    assert scripts(text) == ["plotly.min.js"] and not re.search(r'(src|href)="https?:', markup(text))
     for r in runs:
         page = Path(r.report_path).read_text()
-        assert not re.search(r"<script[^>]*\bsrc=", page) and not re.search(r'(src|href)="https?:', markup(page))
+        assert scripts(page) == ["plotly.min.js"] and not re.search(r'(src|href)="https?:', markup(page))
         assert page.count("data:image/png;base64,") >= (4 if r.classification else 3)  # the rest are plotly charts
         assert Path(r.report_path).name in text  # linked from the comparison
     years, mat = monthly_returns(runs[0].result.ts_ms, runs[0].result.equity, runs[0].result.initial_equity)
