@@ -118,7 +118,8 @@ def validation_sharpe(inputs: EngineInputs, targets: np.ndarray, span: tuple[int
     part = EngineInputs(*(np.ascontiguousarray(getattr(inputs, f.name)[lo:hi + 1])
                           for f in dataclasses.fields(EngineInputs)))
     res = run_backtest(part, np.asarray(targets, dtype=np.float64)[lo:hi + 1], costs, risk, execution)
-    return sharpe_ratio(bar_returns(res.equity, res.initial_equity), bars_per_year(interval))
+    r = bar_returns(res.equity, res.initial_equity)
+    return sharpe_ratio(r, bars_per_year(interval)) if r.std() > 0 else 0.0  # never traded there: Sharpe 0
 
 
 def _mark_test_span(run: BacktestRun, ts_ms: np.ndarray, first: int, last: int) -> None:

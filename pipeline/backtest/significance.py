@@ -65,13 +65,13 @@ def _sharpe_parts(m: np.ndarray, active: np.ndarray):
     mu = m[..., :2]
     var = np.maximum(m[..., 2:] - mu ** 2, 1e-300)
     sd = np.sqrt(var)
-    sr = np.where(active, mu / sd, 0.0)
-    diff = sr[..., 0] - sr[..., 1]
-    grad = np.empty(m.shape)
-    sign = np.array([1.0, -1.0])
-    grad[..., :2] = np.where(active, sign * m[..., 2:] / (var * sd), 0.0)
-    grad[..., 2:] = np.where(active, -sign * mu / (2.0 * var * sd), 0.0)
-    return diff, grad
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        sr = np.where(active, mu / sd, 0.0)
+        grad = np.empty(m.shape)
+        sign = np.array([1.0, -1.0])
+        grad[..., :2] = np.where(active, sign * m[..., 2:] / (var * sd), 0.0)
+        grad[..., 2:] = np.where(active, -sign * mu / (2.0 * var * sd), 0.0)
+    return sr[..., 0] - sr[..., 1], grad
 
 
 def _hac(v: np.ndarray, b: int) -> np.ndarray:
@@ -141,16 +141,16 @@ def sharpe_difference_test(x: np.ndarray, y: np.ndarray, block: int = 0, samples
     zeta = (sums - b * ms[:, None, :]) / math.sqrt(b)
     psi = np.einsum("mli,mlj->mij", zeta, zeta) / l
     se_star = np.sqrt(np.maximum(np.einsum("mi,mij,mj->m", g_star, psi, g_star), 0.0) / (l * b))
-    ok = se_star > 0
+    ok = (se_star > 0) & np.isfinite(se_star) & np.isfinite(d_star)
     root = np.abs(d_star[ok] - diff) / se_star[ok]
-    if root.size == 0 or se == 0:
-        return dataclasses.replace(nan, sharpe_x=float(np.where(active, m[:2] / np.sqrt(m[2:] - m[:2] ** 2), 0)[0]
-                                                        * scale), difference=float(diff * scale), block_days=b)
-    q = float(np.quantile(root, 1.0 - alpha))
-    p = float((1 + np.count_nonzero(root >= abs(diff) / se)) / (1 + root.size))
     sd = np.sqrt(np.maximum(m[2:] - m[:2] ** 2, 0.0))
     sr = np.where(active, m[:2] / np.where(sd > 0, sd, 1.0), 0.0)
     corr = float(np.corrcoef(x, y)[0, 1]) if active.all() else math.nan
+    if root.size == 0 or not se > 1e-12 * max(1.0, abs(diff)):  # identical series: no difference to test
+        return SharpeTest(float(sr[0] * scale), float(sr[1] * scale), float(diff * scale), float(diff * scale),
+                          float(diff * scale), 1.0 if abs(diff) < 1e-12 else 0.0, 0.0, 0.0, n, b, samples, corr)
+    q = float(np.quantile(root, 1.0 - alpha))
+    p = float((1 + np.count_nonzero(root >= abs(diff) / se)) / (1 + root.size))
     return SharpeTest(
         sharpe_x=float(sr[0] * scale), sharpe_y=float(sr[1] * scale), difference=float(diff * scale),
         ci_low=float((diff - q * se) * scale), ci_high=float((diff + q * se) * scale), p_value=p,
