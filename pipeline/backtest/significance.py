@@ -134,13 +134,14 @@ def sharpe_difference_test(x: np.ndarray, y: np.ndarray, block: int = 0, samples
     rng = np.random.default_rng(seed)
     l = -(-n // b)
     starts = rng.integers(0, n, size=(samples, l))
-    idx = (starts[:, :, None] + np.arange(b)) % n  # (M, l, b)
-    sums = np.stack([v[:, k][idx].sum(axis=2) for k in range(4)], axis=-1)  # (M, l, 4) block sums
+    # block sums from prefix sums of the circularly extended series: one gather of (M, l) per column
+    csum = np.concatenate([np.zeros((1, 4)), np.cumsum(np.concatenate([v, v[:b]]), axis=0)])
+    sums = csum[starts + b] - csum[starts]  # (M, l, 4)
     ms = sums.sum(axis=1) / (l * b)
     d_star, g_star = _sharpe_parts(ms, active)
-    zeta = (sums - b * ms[:, None, :]) / math.sqrt(b)
-    psi = np.einsum("mli,mlj->mij", zeta, zeta) / l
-    se_star = np.sqrt(np.maximum(np.einsum("mi,mij,mj->m", g_star, psi, g_star), 0.0) / (l * b))
+    # g*' Psi* g* with Psi* = mean over blocks of zeta zeta', zeta = centred block sum / sqrt(b)
+    w = np.einsum("mli,mi->ml", sums - b * ms[:, None, :], g_star) / math.sqrt(b)
+    se_star = np.sqrt(np.mean(w * w, axis=1) / (l * b))
     ok = (se_star > 0) & np.isfinite(se_star) & np.isfinite(d_star)
     root = np.abs(d_star[ok] - diff) / se_star[ok]
     sd = np.sqrt(np.maximum(m[2:] - m[:2] ** 2, 0.0))
@@ -161,11 +162,12 @@ def sharpe_difference_test(x: np.ndarray, y: np.ndarray, block: int = 0, samples
 def resolvable_difference(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true difference that a two-sided level-``alpha`` test with standard error ``se`` rejects with
     probability ``power`` (normal approximation): ``(z_{1-alpha/2} + z_power) * se``."""
-    from scipy.stats import norm
+    from statistics import NormalDist
 
     if not math.isfinite(se):
         return math.nan
-    return float((norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power)) * se)
+    z = NormalDist()
+    return float((z.inv_cdf(1.0 - alpha / 2.0) + z.inv_cdf(power)) * se)
 
 
 def newey_west_lags(n: int, horizon: int = 1) -> int:
