@@ -155,6 +155,39 @@ def test_no_architecture_is_deflated_above_095_on_a_random_walk(random_walk):
     assert_no_deflated_sharpe_above_095(random_walk, SEQUENCE_ARCHITECTURES)
 
 
+# ------------------------------------------------------------------------------------------ the verdict
+def verdict_of(trained: Trained, overrides: dict):
+    """The baselines on the models' folds (the training's fold settings), then the comparison's verdict."""
+    from pipeline.backtest.baselines import run_baseline_suite
+    from pipeline.backtest.comparison import run_comparison
+
+    settings = dataclasses.replace(trained.settings, window=overrides["window"], n_folds=overrides["n_folds"],
+                                   embargo_bars=overrides["embargo"])
+    with pytest.MonkeyPatch.context() as mp:  # the per-run HTML reports are tested elsewhere (most of the time)
+        mp.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="": out)
+        run_baseline_suite(trained.warehouse, settings, log=lambda _: None)
+    return run_comparison(trained.warehouse, settings).verdict
+
+
+def test_verdict_on_the_planted_pattern_the_selected_model_beats_the_baselines(planted):
+    verdict = verdict_of(planted, CONFIG)
+    pooled = verdict.headline
+    assert pooled.symbol == "pooled" and pooled.selected in SEQUENCE_ARCHITECTURES
+    t = pooled.test_of(pooled.selected, "best baseline")
+    # selected on validation before any test bar is read: one pre-specified comparison, no multiplicity
+    assert t.test.difference > 0 and t.test.p_value < 0.01, (pooled.selected, pooled.best_baseline, t.test)
+    lr = next(s for s in pooled.scores if s.strategy == "logistic_regression")
+    sel = pooled.score(pooled.selected)
+    assert sel.metrics["daily_sharpe"] > lr.metrics["daily_sharpe"]
+
+
+def test_verdict_on_a_random_walk_no_model_is_significant_after_holm(random_walk):
+    verdict = verdict_of(random_walk, RANDOM_CONFIG)
+    tests = [t for mv in verdict.markets + verdict.pooled for t in mv.sharpe_tests if t.role == "best baseline"]
+    assert len(tests) == len(SEQUENCE_ARCHITECTURES) * (len(SYMBOLS) + 1)
+    assert not [(t.model, t.p_holm) for t in tests if t.p_holm < 0.05 and t.test.difference > 0]
+
+
 # ------------------------------------------------------------------------------------------ leakage
 @dataclasses.dataclass
 class Perturbed:
