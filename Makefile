@@ -58,11 +58,14 @@ evaluate: setup
 
 # The backtests, the verdict and docs/results.md again on evaluate's warehouse, without retraining (minutes):
 # after a change to the backtests or the statistics. bench/verdict.py then times the statistics.
+# EVAL_WALL_S: the wall time of the make evaluate whose models these are (its docs/results.md says it).
+EVAL_WALL_S ?=
 evaluate-verdict: setup
 	start=$$(date +%s); $(EVAL_ENV) $(BIN)/convtrade demo --only backtest && \
 	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md \
 		--command "make evaluate EVAL_START=$(EVAL_START) EVAL_WINDOWS=$(EVAL_WINDOWS); make evaluate-verdict" \
-		--wall-s $$(( $$(date +%s) - start )) && \
+		$(if $(EVAL_WALL_S),--wall-s $(EVAL_WALL_S)) \
+		--note "The backtests and the verdict were then re-run on the same warehouse and trained models by make evaluate-verdict in $$(( $$(date +%s) - start )) s." && \
 	$(EVAL_ENV) $(BIN)/python bench/verdict.py --warehouse $(CURDIR)/data/evaluate/warehouse.duckdb
 
 # PYTHONWARNINGS: `dagster dev` warns that it is superseded by `dg dev`, which this project does not

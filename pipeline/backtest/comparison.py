@@ -282,7 +282,7 @@ def _funding_clause(settlements: dict[str, int]) -> str:
 
 
 def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None,
-                     recipes: list[str] | None = None, funding: dict[str, int] | None = None) -> str:
+                     recipes: list[str] | None = None, funding: dict[str, int] | None = None, note: str = "") -> str:
     """docs/results.md: what was run, on what, how long it took, and the comparison table as measured.
 
     ``funding``: the span's funding settlements per symbol (:func:`funding_settlements`); the page states
@@ -311,6 +311,7 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
         "",
         f"Wall time of the whole run (ingest, features, every architecture's walk-forward, backtests): {wall}.",
         "",
+        *([note, ""] if note else []),
         "Hyper-parameters were fixed before the run (the defaults in `pipeline/config.py` at the time); early "
         "stopping and the edge rule's margin use each fold's validation tail only. A model that loses to the "
         "baselines is reported as it is. What each model was trained with, from its artifacts:",
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="make evaluate")
     parser.add_argument("--wall-s", type=float, default=None)
+    parser.add_argument("--note", default="", help="a paragraph added after the wall time (e.g. what was re-run)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     warehouse = Warehouse(settings.warehouse_path)
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse),
-                                         funding_settlements(warehouse, settings)), encoding="utf-8")
+                                         funding_settlements(warehouse, settings), note=args.note), encoding="utf-8")
     print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
     return 0
 

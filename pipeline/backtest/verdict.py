@@ -151,16 +151,38 @@ def current_runs(runs: list[BacktestRun], stored_at: dict[str, float] | None = N
     return keep, history
 
 
-def common_span(runs: list[BacktestRun]) -> tuple[int, int] | None:
-    """(first, last) ts of the bars every tested run covers: the latest test start, the earliest test end."""
-    starts = [r.metrics.get("test_start_ms", math.nan) for r in runs]
-    ends = [r.metrics.get("test_end_ms", math.nan) for r in runs]
-    starts = [s for s in starts if math.isfinite(s)]
-    ends = [e for e in ends if math.isfinite(e)]
-    if not starts or not ends:
-        return None
-    lo, hi = int(max(starts)), int(min(ends))
-    return (lo, hi) if lo <= hi else None
+MIN_SPAN_OVERLAP = 0.9  # a tested run must cover this share of the reference span to be compared on it
+
+
+def _own_span(r: BacktestRun) -> tuple[int, int] | None:
+    lo, hi = r.metrics.get("test_start_ms", math.nan), r.metrics.get("test_end_ms", math.nan)
+    return (int(lo), int(hi)) if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else None
+
+
+def common_span(runs: list[BacktestRun]) -> tuple[tuple[int, int] | None, list[tuple[BacktestRun, str]]]:
+    """The bars every strategy of a market is scored on, and the tested runs left out (with the reason).
+
+    The reference is the span of the models' folds as the baselines carry it (the logistic regression's
+    ``test_start_ms`` / ``test_end_ms``: the first fold's first test bar to the last test bar), else the
+    first tested run's. A tested run (a model, a regression) whose own span covers less than
+    :data:`MIN_SPAN_OVERLAP` of it (e.g. a model trained on another data range) is left out rather than
+    scored flat on bars it never predicted; the span is then cut to what every remaining tested run covers
+    (the latest first test bar, the earliest last test bar), so every strategy shares the same bars.
+    """
+    tested = [(r, _own_span(r)) for r in runs if _own_span(r) is not None]
+    ref = next((sp for r, sp in tested if r.strategy == REGRESSION), None) or next((sp for _, sp in tested), None)
+    if ref is None:
+        return None, []
+    left_out, lo, hi = [], ref[0], ref[1]
+    for r, (a, b) in tested:
+        overlap = max(0, min(b, ref[1]) - max(a, ref[0])) / max(1, ref[1] - ref[0])
+        if r.family != BENCHMARK_FAMILY and overlap < MIN_SPAN_OVERLAP:
+            left_out.append((r, f"its test span {_day(a)} to {_day(b)} covers {100 * overlap:.0f}% of the "
+                                f"market's {_day(ref[0])} to {_day(ref[1])}"))
+            continue
+        if r.family != BENCHMARK_FAMILY:
+            lo, hi = max(lo, a), min(hi, b)
+    return ((lo, hi) if lo <= hi else None), left_out
 
 
 def _span_run(run: BacktestRun, mask: np.ndarray) -> BacktestRun:
@@ -243,9 +265,12 @@ def _tests(mv: MarketVerdict, settings, horizon: int) -> None:
 
 def _market(symbol: str, interval: str, runs: list[BacktestRun], history: list, settings, horizon: int
             ) -> MarketVerdict | None:
-    span = common_span(runs)
+    span, left_out = common_span(runs)
     if span is None:  # no tested run: nothing is out of sample
         return None
+    out = {r.run_id for r, _ in left_out}
+    history += [(r.run_id, r.strategy, why) for r, why in left_out]
+    runs = [r for r in runs if r.run_id not in out]
     ref = next((r for r in runs if r.strategy == "buy_and_hold"), runs[0])
     ref_ts = ref.result.ts_ms[(ref.result.ts_ms >= span[0]) & (ref.result.ts_ms <= span[1])]
     kept = []
