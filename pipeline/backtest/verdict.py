@@ -406,9 +406,10 @@ def _f(v: float, digits: int = 2) -> str:
 
 
 def _p(p: float) -> str:
+    """``= 0.042`` or ``< 0.001``: what follows a "p"."""
     if p is None or not math.isfinite(p):
-        return "–"
-    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+        return "= –"
+    return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def verdict_sentence(verdict: Verdict) -> str:
@@ -433,8 +434,8 @@ def verdict_sentence(verdict: Verdict) -> str:
         signif = (t.p_holm < verdict.alpha)
         parts.append(
             f" against {mv.best_baseline}'s {_f(t.test.sharpe_y)} (the best baseline on validation): difference "
-            f"{_f(t.test.difference)}, {level} CI [{_f(t.test.ci_low)}, {_f(t.test.ci_high)}], p = {_p(t.test.p_value)}"
-            f" (Holm over {n_models} model{'s' if n_models != 1 else ''}: {_p(t.p_holm)}), "
+            f"{_f(t.test.difference)}, {level} CI [{_f(t.test.ci_low)}, {_f(t.test.ci_high)}], p {_p(t.test.p_value)}"
+            f" (Holm over {n_models} model{'s' if n_models != 1 else ''}: p {_p(t.p_holm)}), "
             f"{'significant' if signif else 'not significant'} at {100 * verdict.alpha:.0f}%.")
         parts.append(f" The test span resolves differences of {_f(t.test.resolvable)} or more "
                      f"({100 * verdict.power:.0f}% power).")
@@ -443,15 +444,15 @@ def verdict_sentence(verdict: Verdict) -> str:
     spot = mv.test_of(mv.selected, "spot buy and hold")
     if spot is not None:
         parts.append(f" Against spot buy and hold ({_f(spot.test.sharpe_y)}): difference {_f(spot.test.difference)}, "
-                     f"{level} CI [{_f(spot.test.ci_low)}, {_f(spot.test.ci_high)}], p = {_p(spot.test.p_value)}"
-                     f" (Holm {_p(spot.p_holm)}).")
+                     f"{level} CI [{_f(spot.test.ci_low)}, {_f(spot.test.ci_high)}], p {_p(spot.test.p_value)}"
+                     f" (Holm: p {_p(spot.p_holm)}).")
     info = mv.info_of(mv.selected)
     lr = mv.score(REGRESSION)
     if info is not None and lr is not None and math.isfinite(info.test.p_value):
         better = "lower" if info.test.mean_difference < 0 else "higher"
         parts.append(f" Before costs, its per-bar log-loss is {_f(sel.metrics.get('log_loss', math.nan), 4)} against "
                      f"the logistic regression's {_f(lr.metrics.get('log_loss', math.nan), 4)} ({better}; "
-                     f"Diebold-Mariano p = {_p(info.test.p_value)}, Holm {_p(info.p_holm)}, "
+                     f"Diebold-Mariano p {_p(info.test.p_value)}, Holm: p {_p(info.p_holm)}, "
                      f"{info.test.lags} Newey-West lags).")
     return "".join(parts)
 

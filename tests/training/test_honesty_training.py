@@ -176,14 +176,20 @@ def test_verdict_on_the_planted_pattern_the_selected_model_beats_the_baselines(p
     t = pooled.test_of(pooled.selected, "best baseline")
     # selected on validation before any test bar is read: one pre-specified comparison, no multiplicity
     assert t.test.difference > 0 and t.test.p_value < 0.01, (pooled.selected, pooled.best_baseline, t.test)
-    lr = next(s for s in pooled.scores if s.strategy == "logistic_regression")
-    sel = pooled.score(pooled.selected)
-    assert sel.metrics["daily_sharpe"] > lr.metrics["daily_sharpe"]
+    # Not asserted: beating the one-bar logistic regression. The planted pattern (the sign of the previous
+    # hour) is linear in its input log_ret_1, so it finds the pattern too; measured here it out-earned the
+    # selected model on the test bars (pooled daily Sharpe 12.9 against 10.0); the window regression, not
+    # it, was the best baseline on validation.
 
 
-def test_verdict_on_a_random_walk_no_model_is_significant_after_holm(random_walk):
+def test_verdict_on_a_random_walk_no_model_significantly_beats_spot_buy_and_hold(random_walk):
+    """No information, so no edge: no model beats spot buy and hold significantly after Holm, on any market or
+    pooled. Not asserted against the best baseline: on this seed (7) the best baseline on validation was the
+    window regression on ETHUSDT, which overfits 1,000 rows of noise, trades it and lost its costs on the
+    test bars (Sharpe -6.7); four models "beat" it with Holm p 0.013-0.043, a real difference in costs paid,
+    not information (README, The verdict)."""
     verdict = verdict_of(random_walk, RANDOM_CONFIG)
-    tests = [t for mv in verdict.markets + verdict.pooled for t in mv.sharpe_tests if t.role == "best baseline"]
+    tests = [t for mv in verdict.markets + verdict.pooled for t in mv.sharpe_tests if t.role == "spot buy and hold"]
     assert len(tests) == len(SEQUENCE_ARCHITECTURES) * (len(SYMBOLS) + 1)
     assert not [(t.model, t.p_holm) for t in tests if t.p_holm < 0.05 and t.test.difference > 0]
 
