@@ -209,7 +209,7 @@ def run_comparison(warehouse, settings) -> ComparisonResult:
             if not target.is_absolute():
                 target = Path(settings.data_dir) / target
             links[r.run_id] = os.path.relpath(target, out)
-    table_html = ("<h2>Every run, whole run</h2><p class='muted'>Each current run over all its bars, as stored "
+    table_html = ("<h2>Architectures and baselines: every run, whole run</h2><p class='muted'>Each current run over all its bars, as stored "
                   "(the verdict above scores the common test span only). Pooled: the equal-weight portfolio of a "
                   "strategy over the symbols. Deflated Sharpe counts the strategies tried in the family on the "
                   "market (dsr_trials); PBO is CSCV across them.</p>" + _html_table(table))
