@@ -14,7 +14,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
 SQL ?= select symbol, interval, count(*) as candles, min(ts), max(ts) from raw.candles group by all order by 1
 
-.PHONY: setup demo test ui query bench clean evaluate
+.PHONY: setup demo test ui query bench clean evaluate evaluate-verdict
 
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
@@ -55,6 +55,18 @@ evaluate: setup
 	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md \
 		--command "make evaluate EVAL_START=$(EVAL_START) EVAL_WINDOWS=$(EVAL_WINDOWS)" \
 		--wall-s $$(( $$(date +%s) - start ))
+
+# The backtests, the verdict and docs/results.md again on evaluate's warehouse, without retraining (minutes):
+# after a change to the backtests or the statistics. bench/verdict.py then times the statistics.
+# EVAL_WALL_S: the wall time of the make evaluate whose models these are (its docs/results.md says it).
+EVAL_WALL_S ?=
+evaluate-verdict: setup
+	start=$$(date +%s); $(EVAL_ENV) $(BIN)/convtrade demo --only backtest && \
+	$(EVAL_ENV) $(BIN)/python -m pipeline.backtest.comparison --out docs/results.md \
+		--command "make evaluate EVAL_START=$(EVAL_START) EVAL_WINDOWS=$(EVAL_WINDOWS); make evaluate-verdict" \
+		$(if $(EVAL_WALL_S),--wall-s $(EVAL_WALL_S)) \
+		--note "The backtests and the verdict were then re-run on the same warehouse and trained models by make evaluate-verdict in $$(( $$(date +%s) - start )) s." && \
+	$(EVAL_ENV) $(BIN)/python bench/verdict.py --warehouse $(CURDIR)/data/evaluate/warehouse.duckdb
 
 # PYTHONWARNINGS: `dagster dev` warns that it is superseded by `dg dev`, which this project does not
 # install (dagster-dg-cli); nothing to act on, so that one warning is filtered.

@@ -60,13 +60,25 @@ def backtest_models(context: dg.AssetExecutionContext, settings: SettingsResourc
     key=["backtest", "comparison"],
     group_name="backtest",
     deps=[dg.AssetKey(["backtest", "baselines"]), dg.AssetKey(["backtest", "models"])],
-    description="Every architecture and baseline, per symbol and pooled: accuracy, macro F1, log-loss, Sharpe "
-                "after costs, max drawdown, turnover, deflated Sharpe with its trials, PBO across architectures, "
-                "training time. Writes DATA_DIR/reports/comparison.html; reads the stored runs only.",
+    description="The verdict: every current strategy of a market on the same test bars, the model selected on "
+                "validation against the best baseline and spot buy and hold (Ledoit-Wolf bootstrap of the Sharpe "
+                "difference, Diebold-Mariano on log-loss, Holm), the resolvable difference; then every architecture "
+                "and baseline, per symbol and pooled: accuracy, macro F1, log-loss, Sharpe after costs, max "
+                "drawdown, turnover, deflated Sharpe with its trials, PBO, training time. Writes "
+                "DATA_DIR/reports/comparison.html; reads the stored runs only.",
 )
-def backtest_comparison(settings: SettingsResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def backtest_comparison(context: dg.AssetExecutionContext, settings: SettingsResource,
+                        warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from pipeline.backtest.verdict import verdict_sentence
+
     result = run_comparison(warehouse.warehouse(), settings.settings())
     metadata: dict = {"runs": dg.MetadataValue.int(result.runs), "table": dg.MetadataValue.md(result.markdown)}
+    if result.verdict is not None:
+        sentence = verdict_sentence(result.verdict)
+        context.log.info(f"{sentence} (statistics: {result.verdict.seconds:.1f} s)")
+        metadata["verdict"] = dg.MetadataValue.text(sentence)
+        metadata["verdict_tables"] = dg.MetadataValue.md(result.verdict_markdown)
+        metadata["verdict_seconds"] = dg.MetadataValue.float(round(result.verdict.seconds, 3))
     if result.report_path is not None:
         metadata["report"] = dg.MetadataValue.path(str(result.report_path))
     return dg.MaterializeResult(metadata=metadata)

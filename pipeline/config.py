@@ -122,6 +122,12 @@ class Settings:
     # Drift: calibration measured on the replayed synthetic market).
     drift_features: str = "log_ret_1,close_pos,body_ratio"
     oos_log_loss_tolerance: float = 0.05  # training check: OOS log-loss may exceed the class prior's by this
+    # The verdict (pipeline.backtest.significance): paired tests on the common test span of a market
+    bootstrap_block_days: int = 0       # circular block length in days; 0: the rule ceil(n_days ** (1/3))
+    bootstrap_samples: int = 2000       # bootstrap resamples of each Sharpe-difference test
+    bootstrap_seed: int = 0             # seed of the resamples (each test draws from its own child stream)
+    significance_level: float = 0.05    # two-sided level of the tests and confidence intervals (0.05: 95 %)
+    power: float = 0.8                  # power at which the smallest resolvable Sharpe difference is quoted
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -149,6 +155,22 @@ class Settings:
         self._check_drift()
         self.now()  # a malformed CONVTRADE_CLOCK fails here, before any work
         self._check_training()
+        self._check_verdict()
+
+    def _check_verdict(self) -> None:
+        """The verdict's test settings are usable (checked before any work)."""
+        if self.bootstrap_block_days < 0:
+            raise ValueError(f"CONVTRADE_BOOTSTRAP_BLOCK_DAYS={self.bootstrap_block_days!r}: must be >= 0 days "
+                             "(0: the rule ceil(n ** (1/3)))")
+        if self.bootstrap_samples < 100:
+            raise ValueError(f"CONVTRADE_BOOTSTRAP_SAMPLES={self.bootstrap_samples!r}: must be >= 100 resamples")
+        if self.bootstrap_seed < 0:
+            raise ValueError(f"CONVTRADE_BOOTSTRAP_SEED={self.bootstrap_seed!r}: must be >= 0")
+        if not 0.0 < self.significance_level < 0.5:
+            raise ValueError(f"CONVTRADE_SIGNIFICANCE_LEVEL={self.significance_level!r}: must be in (0, 0.5), "
+                             "e.g. 0.05")
+        if not 0.5 <= self.power < 1.0:
+            raise ValueError(f"CONVTRADE_POWER={self.power!r}: must be in [0.5, 1), e.g. 0.8")
 
     def _check_training(self) -> None:
         """Training settings usable before any work starts (a bad one otherwise fails after ingest and dbt)."""

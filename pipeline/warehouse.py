@@ -260,6 +260,8 @@ MIGRATIONS: dict[str, tuple[str, ...]] = {
         for c in ("interval varchar", "p_down double", "p_flat double", "p_up double", "expected_move double",
                   "price double", "created_at timestamp default current_timestamp")),
     "backtest.runs": ("alter table backtest.runs add column if not exists family varchar",),
+    # per-bar log-loss of a run's direction head (-log p of the true class; NULL: no prediction or label)
+    "backtest.equity": ("alter table backtest.equity add column if not exists log_loss double",),
 }
 
 

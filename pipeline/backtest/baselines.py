@@ -26,6 +26,9 @@ from pipeline.backtest.tables import store_runs
 from pipeline.backtest.strategies import LabelledFeatures
 from pipeline.config import Settings
 from pipeline.core.columns import FEATURES_TABLE, MODEL_INPUT_COLUMNS
+from pipeline.core.splits import GridFold, grid_folds
+from pipeline.core.timegrid import interval_ms
+from pipeline.core.windows import valid_window_ends
 from pipeline.market.stored import load_candles, load_funding
 from pipeline.features.labels import LABELS_TABLE, UNKNOWN_CLASS, load_labels
 from pipeline.warehouse import Warehouse
@@ -108,18 +111,39 @@ def summary_markdown(runs: list[BacktestRun]) -> str:
     return "\n".join(lines)
 
 
+def market_grid_folds(series: list[tuple[np.ndarray, LabelledFeatures]], settings: Settings, interval: str,
+                      horizon: int) -> list[GridFold]:
+    """The models' folds for the markets of one interval: :func:`pipeline.core.splits.grid_folds` over the
+    distinct timestamps of every symbol's valid window ends (``settings.window`` complete input bars and a
+    known label at ``horizon``: the samples the models train and test on), with the training settings'
+    fold count, train share, embargo, validation tail and rolling flag."""
+    step = interval_ms(interval)
+    grids = []
+    for ts_ms, lab in series:
+        known = (lab.label_class >= 0) & np.isfinite(lab.fwd_return)
+        ok, _ = valid_window_ends(ts_ms, ~lab.usable, known, step, settings.window, horizon, lab.features)
+        grids.append(ts_ms[ok])
+    return grid_folds(np.concatenate(grids) if grids else np.zeros(0, np.int64), settings.n_folds,
+                      settings.train_min_fraction, horizon, settings.embargo_bars, settings.validation_fraction,
+                      settings.rolling_train)
+
+
 def run_baseline_suite(warehouse: Warehouse, settings: Settings, log: Callable[[str], None] = print,
-                       min_bars: int = 200, horizon: int = 1) -> SuiteResult:
+                       min_bars: int = 200, horizon: int | None = None) -> SuiteResult:
     """Every baseline for every (symbol, interval) in ``settings``: backtest, reports, backtest.* rows.
 
-    The logistic regression learns ``features.labels`` at ``horizon`` bars.
+    The logistic regressions learn ``features.labels`` at ``horizon`` bars (None: ``settings.horizon``, the
+    models' horizon) on the models' folds (:func:`market_grid_folds`), so every strategy of a market shares
+    one test span.
     """
+    horizon = settings.horizon if horizon is None else int(horizon)
     runs: list[BacktestRun] = []
     skipped: list[str] = []
-    for symbol in settings.symbols:
-        costs = CostModel.from_settings(settings, symbol)  # the symbol's maintenance margin rate
-        funding = load_funding(warehouse, symbol)
-        for interval in settings.intervals:
+    for interval in settings.intervals:
+        markets = []
+        for symbol in settings.symbols:
+            costs = CostModel.from_settings(settings, symbol)  # the symbol's maintenance margin rate
+            funding = load_funding(warehouse, symbol)
             candles = load_candles(warehouse, symbol, interval, settings.start)
             if candles.height < min_bars:
                 msg = f"{symbol} {interval}: {candles.height} candles since {settings.start} (need {min_bars}); skipped"
@@ -132,7 +156,18 @@ def run_baseline_suite(warehouse: Warehouse, settings: Settings, log: Callable[[
                                     candles["low"].to_numpy(), candles["close"].to_numpy(),
                                     candles["volume"].to_numpy(), fund)
             labelled = load_labelled_features(warehouse, symbol, interval, candles, horizon, log)
-            runs += run_market_baselines(symbol, interval, inputs, costs, labelled=labelled, log=log)
+            markets.append((symbol, costs, inputs, labelled))
+        folds = None
+        labelled_series = [(inputs.ts_ms, lab) for _, _, inputs, lab in markets if lab is not None]
+        if labelled_series:
+            try:
+                folds = market_grid_folds(labelled_series, settings, interval, horizon)
+            except ValueError as exc:
+                log(f"interval {interval}: the models' folds do not fit the data ({exc}); the logistic regression "
+                    "runs its own folds and no common test span is marked")
+        for symbol, costs, inputs, labelled in markets:
+            runs += run_market_baselines(symbol, interval, inputs, costs, labelled=labelled, log=log, folds=folds,
+                                         window=settings.window if folds else None)
     if not runs:
         return SuiteResult([], {}, None, {}, skipped)
     pbo = add_overfitting_statistics(runs)

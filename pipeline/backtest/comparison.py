@@ -33,8 +33,17 @@ from pipeline.backtest.engine import BacktestResult
 from pipeline.backtest.evaluation import BENCHMARK_FAMILY, BacktestRun
 from pipeline.core.timegrid import bars_per_year
 
+
+def sig(value) -> str:
+    from pipeline.backtest.verdict_report import sig as _sig
+
+    return _sig(value)
+
 COLUMNS = ("strategy", "family", "symbol", "interval", "accuracy", "macro_f1", "log_loss", "sharpe",
            "max_drawdown", "turnover", "deflated_sharpe", "dsr_trials", "pbo", "train_seconds")
+
+
+STORED_AT: dict[str, float] = {}  # run_id -> backtest.runs.created_at (s), filled by load_stored_runs
 
 
 def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
@@ -46,13 +55,18 @@ def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
     if not warehouse.table_exists("backtest.runs"):
         return []
     meta = warehouse.query(
-        "select run_id, strategy, family, symbol, interval, config, model_ids, data_fingerprint, report_path "
+        "select run_id, strategy, family, symbol, interval, config, model_ids, data_fingerprint, report_path, "
+        "epoch_ms(created_at) / 1000.0 as stored_at "
         "from backtest.runs where list_contains(?, symbol) and list_contains(?, interval)",
         [list(symbols), list(intervals)])
     if meta.height == 0:
         return []
     ids = meta["run_id"].to_list()
-    equity = warehouse.query("select run_id, epoch_ms(ts) as ts_ms, equity, position from backtest.equity "
+    has_ll = "log_loss" in warehouse.query(
+        "select column_name from information_schema.columns where table_schema = 'backtest' "
+        "and table_name = 'equity'")["column_name"].to_list()
+    equity = warehouse.query("select run_id, epoch_ms(ts) as ts_ms, equity, position, "
+                             f"{'log_loss' if has_ll else 'null::double as log_loss'} from backtest.equity "
                              "where list_contains(?, run_id) order by run_id, ts", [ids])
     metrics = warehouse.query("select run_id, metric, value from backtest.metrics where list_contains(?, run_id)",
                               [ids])
@@ -73,12 +87,14 @@ def load_stored_runs(warehouse, symbols, intervals) -> list[BacktestRun]:
             initial_equity=float(config.get("initial_equity", 10_000.0)), fees_paid=m.get("fees_paid", math.nan),
             funding_paid=m.get("funding_paid", math.nan), turnover=m.get("turnover", math.nan),
             close=np.full(e.height, np.nan), n_liquidations=int(m.get("n_liquidations", 0) or 0))
+        ll = e["log_loss"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        STORED_AT[row["run_id"]] = float(row["stored_at"] or 0.0)
         runs.append(BacktestRun(
             run_id=row["run_id"], strategy=row["strategy"],
             family=row["family"] or config.get("family", row["strategy"]),
             symbol=row["symbol"], interval=row["interval"], config=config, result=result, metrics=m,
             model_ids=list(row["model_ids"] or []), data_fingerprint=row["data_fingerprint"] or "",
-            report_path=row["report_path"]))
+            report_path=row["report_path"], bar_log_loss=ll if np.isfinite(ll).any() else None))
     order = {BENCHMARK_FAMILY: 0}
     runs.sort(key=lambda r: (order.get(r.family, 1), r.family, r.strategy, r.symbol, r.interval))
     return runs
@@ -144,7 +160,7 @@ def comparison_markdown(table: pl.DataFrame) -> str:
     def cell(v) -> str:
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             return "–"
-        return v if isinstance(v, str) else f"{v:.3f}"
+        return v if isinstance(v, str) else sig(v)
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table.iter_rows(named=True)]
@@ -157,15 +173,28 @@ class ComparisonResult:
     markdown: str
     report_path: Path | None
     runs: int
+    verdict: object = None  # pipeline.backtest.verdict.Verdict
+    verdict_markdown: str = ""
 
 
 def run_comparison(warehouse, settings) -> ComparisonResult:
-    """The comparison of every stored baseline and model run on the settings' markets, and its HTML report."""
+    """The comparison of every stored baseline and model run on the settings' markets, and its HTML report.
+
+    It opens on the verdict (:mod:`pipeline.backtest.verdict`: every strategy on the same test bars, the
+    paired tests, the resolvable difference), a chart per market and the verdict tables; the per-run table of
+    every current run follows (history runs, older runs of a strategy and market, are not in it).
+    """
     from pipeline.backtest.reports import comparison_report_html, plotly_src_for, write_plotly_js
+    from pipeline.backtest.verdict import build_verdict, current_runs
+    from pipeline.backtest.verdict_report import verdict_html, verdict_markdown
 
     runs = load_stored_runs(warehouse, settings.symbols, settings.intervals)
     if not runs:
         return ComparisonResult(pl.DataFrame(schema={c: pl.String for c in COLUMNS}), "no stored runs", None, 0)
+    verdict = build_verdict(runs, settings, dict(STORED_AT))
+    runs, _ = current_runs(runs, dict(STORED_AT))
+    order = {BENCHMARK_FAMILY: 0}
+    runs.sort(key=lambda r: (order.get(r.family, 1), r.family, r.strategy, r.symbol, r.interval))
     pbo = {(r.symbol, r.interval, r.family): r.metrics["pbo"] for r in runs
            if math.isfinite(r.metrics.get("pbo", math.nan))}
     table = comparison_table(runs, pbo)
@@ -180,22 +209,23 @@ def run_comparison(warehouse, settings) -> ComparisonResult:
             if not target.is_absolute():
                 target = Path(settings.data_dir) / target
             links[r.run_id] = os.path.relpath(target, out)
-    table_html = ("<h2>Architectures and baselines</h2><p class='muted'>Out-of-sample only, after costs. "
-                  "Pooled: the equal-weight portfolio of a strategy over the symbols. Deflated Sharpe counts the "
-                  "strategies tried in the family on the market (dsr_trials); PBO is CSCV across them.</p>"
-                  + _html_table(table))
+    table_html = ("<h2>Architectures and baselines: every run, whole run</h2><p class='muted'>Each current run over all its bars, as stored "
+                  "(the verdict above scores the common test span only). Pooled: the equal-weight portfolio of a "
+                  "strategy over the symbols. Deflated Sharpe counts the strategies tried in the family on the "
+                  "market (dsr_trials); PBO is CSCV across them.</p>" + _html_table(table))
     tmp = path.with_suffix(".html.tmp")
     plotly_src = plotly_src_for(path, write_plotly_js(out))
-    tmp.write_text(comparison_report_html(runs, links, table_html, plotly_src), encoding="utf-8")
+    tmp.write_text(comparison_report_html(runs, links, table_html, plotly_src, lead_html=verdict_html(verdict)),
+                   encoding="utf-8")
     tmp.replace(path)
-    return ComparisonResult(table, markdown, path, len(runs))
+    return ComparisonResult(table, markdown, path, len(runs), verdict, verdict_markdown(verdict))
 
 
 def _html_table(table: pl.DataFrame) -> str:
     def cell(v) -> str:
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             return "<td>–</td>"
-        return f"<td class='l'>{html.escape(v)}</td>" if isinstance(v, str) else f"<td>{v:.3f}</td>"
+        return f"<td class='l'>{html.escape(v)}</td>" if isinstance(v, str) else f"<td>{sig(v)}</td>"
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     rows = "".join("<tr>" + "".join(cell(row[c]) for c in COLUMNS) + "</tr>" for row in table.iter_rows(named=True))
@@ -254,7 +284,7 @@ def _funding_clause(settlements: dict[str, int]) -> str:
 
 
 def results_markdown(result: ComparisonResult, settings, command: str, wall_s: float | None,
-                     recipes: list[str] | None = None, funding: dict[str, int] | None = None) -> str:
+                     recipes: list[str] | None = None, funding: dict[str, int] | None = None, note: str = "") -> str:
     """docs/results.md: what was run, on what, how long it took, and the comparison table as measured.
 
     ``funding``: the span's funding settlements per symbol (:func:`funding_settlements`); the page states
@@ -267,6 +297,7 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
     return "\n".join([
         "# Results on real markets",
         "",
+        *([result.verdict_markdown, ""] if result.verdict_markdown else []),
         f"Measured {dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} cores, no GPU.",
         f"Markets: {', '.join(settings.symbols)} at interval {', '.join(settings.intervals)} from {settings.start} "
         f"({settings.source} source, `{settings.files_dir}`). Every number is out of sample and after costs "
@@ -282,6 +313,7 @@ def results_markdown(result: ComparisonResult, settings, command: str, wall_s: f
         "",
         f"Wall time of the whole run (ingest, features, every architecture's walk-forward, backtests): {wall}.",
         "",
+        *([note, ""] if note else []),
         "Hyper-parameters were fixed before the run (the defaults in `pipeline/config.py` at the time); early "
         "stopping and the edge rule's margin use each fold's validation tail only. A model that loses to the "
         "baselines is reported as it is. What each model was trained with, from its artifacts:",
@@ -304,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", default="make evaluate")
     parser.add_argument("--wall-s", type=float, default=None)
+    parser.add_argument("--note", default="", help="a paragraph added after the wall time (e.g. what was re-run)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     warehouse = Warehouse(settings.warehouse_path)
@@ -312,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no backtest runs in {settings.warehouse_path}: run the pipeline first")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(results_markdown(result, settings, args.command, args.wall_s, training_recipes(warehouse),
-                                         funding_settlements(warehouse, settings)), encoding="utf-8")
+                                         funding_settlements(warehouse, settings), note=args.note), encoding="utf-8")
     print(f"wrote {args.out} ({result.runs} runs; report {result.report_path})")
     return 0
 

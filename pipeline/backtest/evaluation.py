@@ -13,7 +13,10 @@ import numpy as np
 from pipeline.backtest import strategies
 from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import BacktestResult, EngineInputs, run_backtest
-from pipeline.backtest.metrics import bar_returns, classification_metrics, trading_metrics
+from pipeline.backtest.metrics import (bar_returns, per_bar_log_loss, scored_classification, sharpe_ratio,
+                                       trading_metrics)
+from pipeline.core.splits import GridFold
+from pipeline.core.timegrid import bars_per_year, interval_ms
 from pipeline.backtest.risk import RiskRules
 from pipeline.core.positions import round_trip_cost_of
 from pipeline.backtest.strategies import LabelledFeatures
@@ -36,6 +39,9 @@ class BacktestRun:
     # per-bar Sharpe ratios of every configuration tried for this run (itself included) that are not runs of
     # their own, e.g. the configurations of a grid it was picked from; None: the run is one trial
     trial_sharpes: np.ndarray | None = None
+    # per-bar log-loss of the direction head (-log p of the true class) where it predicted a labelled bar,
+    # NaN elsewhere; None: the strategy has no direction head. Stored as backtest.equity.log_loss.
+    bar_log_loss: np.ndarray | None = None
 
 
 def data_fingerprint(inputs: EngineInputs) -> str:
@@ -102,10 +108,59 @@ def evaluate(strategy: str, symbol: str, interval: str, inputs: EngineInputs, ta
 BENCHMARK_FAMILY = "benchmark"
 
 
+def validation_sharpe(inputs: EngineInputs, targets: np.ndarray, span: tuple[int, int], costs: CostModel,
+                      risk: RiskRules, interval: str, execution: str = "next_open") -> float:
+    """Net Sharpe (annualised) of ``targets`` traded on the bars ``span`` (first, last index, inclusive) only:
+    a validation tail, where the best baseline is chosen. NaN for an empty span."""
+    lo, hi = span
+    if lo < 0 or hi <= lo:
+        return math.nan
+    part = EngineInputs(*(np.ascontiguousarray(getattr(inputs, f.name)[lo:hi + 1])
+                          for f in dataclasses.fields(EngineInputs)))
+    res = run_backtest(part, np.asarray(targets, dtype=np.float64)[lo:hi + 1], costs, risk, execution)
+    r = bar_returns(res.equity, res.initial_equity)
+    return sharpe_ratio(r, bars_per_year(interval)) if r.std() > 0 else 0.0  # never traded there: Sharpe 0
+
+
+def _mark_test_span(run: BacktestRun, ts_ms: np.ndarray, first: int, last: int) -> None:
+    """The run's out-of-sample span, as bar index (``first_test_index``) and ts (``test_start_ms``/``test_end_ms``)."""
+    ok = 0 <= first <= last
+    run.metrics["first_test_index"] = float(first) if ok else math.nan
+    run.metrics["test_start_ms"] = float(ts_ms[first]) if ok else math.nan
+    run.metrics["test_end_ms"] = float(ts_ms[last]) if ok else math.nan
+
+
+def _regression_run(name: str, lr, symbol: str, interval: str, inputs: EngineInputs, labelled: LabelledFeatures,
+                    costs: CostModel, risk: RiskRules, extra: dict) -> BacktestRun:
+    clf = scored_classification(lr.proba, labelled.label_class)
+    config = {"features": labelled.source, "labels": "features.labels", "horizon": labelled.horizon,
+              "n_folds": lr.n_folds, "fitted_folds": len(lr.rules), "signal": "edge_rule",
+              "round_trip_cost": round_trip_cost_of(costs), "margins_tried_per_fold": lr.n_margins,
+              "fold_rules": [rule.as_config() for rule in lr.rules], **extra}
+    run = evaluate(name, symbol, interval, inputs, lr.targets, config, costs, risk, classification=clf,
+                   family=name)
+    # the out-of-sample span starts at the first fitted fold's test block (the report shades the bars before it)
+    _mark_test_span(run, inputs.ts_ms, lr.first_test_index,
+                    lr.last_test_index if lr.last_test_index >= 0 else inputs.ts_ms.shape[0] - 1)
+    run.bar_log_loss = per_bar_log_loss(lr.proba, labelled.label_class)
+    if lr.validation_targets is not None:
+        run.metrics["val_sharpe"] = validation_sharpe(inputs, lr.validation_targets, lr.validation_span, costs,
+                                                      risk, interval)
+    return run
+
+
 def run_market_baselines(symbol: str, interval: str, inputs: EngineInputs, costs: CostModel,
                          risk: RiskRules = RiskRules(), labelled: LabelledFeatures | None = None,
-                         lr_folds: int = 4, ma_fast: int = 24, ma_slow: int = 96, log=None) -> list[BacktestRun]:
-    """Every baseline on one market: the benchmarks, MA momentum and (given ``labelled``) the logistic regression.
+                         lr_folds: int = 4, ma_fast: int = 24, ma_slow: int = 96, log=None,
+                         folds: list[GridFold] | None = None, window: int | None = None) -> list[BacktestRun]:
+    """Every baseline on one market: the benchmarks, MA momentum and (given ``labelled``) the logistic regressions.
+
+    ``folds``: the models' folds (:func:`pipeline.core.splits.grid_folds` over the market's time grid):
+    the logistic regression fits and trades on them, every run records the span from the first fold's
+    first test bar to the last test bar (``test_start_ms`` / ``test_end_ms``), and each baseline's net
+    Sharpe on the first fold's validation tail (``val_sharpe``, where the best baseline is chosen).
+    ``window`` (with ``folds``): also the regression on the flattened window of the model inputs
+    (``logistic_regression_window``). Without ``folds`` the regression runs its own ``lr_folds`` folds.
 
     The logistic regression needs the model inputs and labels of this market
     (``labelled``); without them, or with too few bars for its folds, it is
@@ -114,41 +169,56 @@ def run_market_baselines(symbol: str, interval: str, inputs: EngineInputs, costs
     log = log or (lambda msg: None)
     n = inputs.close.shape[0]
     spot = dataclasses.replace(inputs, funding=np.zeros(n))
+    ma = strategies.ma_momentum_targets(inputs.close, ma_fast, ma_slow)
+    hold = strategies.buy_and_hold_targets(n)
     runs = [
-        evaluate("buy_and_hold", symbol, interval, inputs, strategies.buy_and_hold_targets(n),
-                 {"market": "perpetual"}, costs, RiskRules(), family=BENCHMARK_FAMILY),
-        evaluate("buy_and_hold_spot", symbol, interval, spot, strategies.buy_and_hold_targets(n),
-                 {"market": "spot"}, costs, RiskRules(), family=BENCHMARK_FAMILY),
+        evaluate("buy_and_hold", symbol, interval, inputs, hold, {"market": "perpetual"}, costs, RiskRules(),
+                 family=BENCHMARK_FAMILY),
+        evaluate("buy_and_hold_spot", symbol, interval, spot, hold, {"market": "spot"}, costs, RiskRules(),
+                 family=BENCHMARK_FAMILY),
         evaluate("flat", symbol, interval, inputs, strategies.flat_targets(n), {}, costs, RiskRules(),
                  family=BENCHMARK_FAMILY),
-        evaluate("ma_momentum", symbol, interval, inputs,
-                 strategies.ma_momentum_targets(inputs.close, ma_fast, ma_slow),
-                 {"fast": ma_fast, "slow": ma_slow}, costs, risk, family="ma_momentum"),
+        evaluate("ma_momentum", symbol, interval, inputs, ma, {"fast": ma_fast, "slow": ma_slow}, costs, risk,
+                 family="ma_momentum"),
     ]
+    val_span = (-1, -1)
+    if folds:
+        ts = inputs.ts_ms
+        first = int(np.searchsorted(ts, folds[0].test[0]))
+        last = int(np.searchsorted(ts, folds[-1].test[1], side="right")) - 1
+        v0, v1 = (int(np.searchsorted(ts, folds[0].validation[0])),
+                  int(np.searchsorted(ts, folds[0].validation[1], side="right")) - 1)
+        val_span = (v0, v1)
+        for run, market, target, rules in zip(runs, (inputs, spot, inputs, inputs), (hold, hold, hold * 0, ma),
+                                               (RiskRules(), RiskRules(), RiskRules(), risk)):
+            _mark_test_span(run, ts, first, last)
+            if run.strategy != "flat":
+                run.metrics["val_sharpe"] = validation_sharpe(market, target, val_span, costs, rules, interval)
     if labelled is None:
         log(f"logistic_regression skipped for {symbol} {interval}: no features.candle_features / features.labels rows")
         return runs
     if labelled.features.shape[0] != n:
         raise ValueError(f"{symbol} {interval}: labelled features have {labelled.features.shape[0]} rows "
                          f"but the candles have {n}: align them to the candles first")
+    rtc = round_trip_cost_of(costs)
     try:
         lr = strategies.logistic_regression_strategy(
-            labelled.features, labelled.usable, labelled.fwd_return, labelled.label_class,
-            round_trip_cost_of(costs), horizon=labelled.horizon, n_folds=lr_folds)
+            labelled.features, labelled.usable, labelled.fwd_return, labelled.label_class, rtc,
+            horizon=labelled.horizon, n_folds=lr_folds, grid=(inputs.ts_ms, folds) if folds else None)
     except ValueError as exc:
         log(f"logistic_regression skipped for {symbol} {interval}: {exc}")
         return runs
-    scored = lr.tested & (labelled.label_class >= 0)
-    clf = classification_metrics(labelled.label_class[scored], lr.proba[scored]) if scored.any() else None
-    config = {"features": labelled.source, "labels": "features.labels", "horizon": labelled.horizon,
-              "n_folds": lr.n_folds, "fitted_folds": len(lr.rules), "signal": "edge_rule",
-              "round_trip_cost": round_trip_cost_of(costs), "margins_tried_per_fold": lr.n_margins,
-              "fold_rules": [rule.as_config() for rule in lr.rules]}
-    run = evaluate("logistic_regression", symbol, interval, inputs, lr.targets, config, costs, risk,
-                   classification=clf, family="logistic_regression")
-    # the out-of-sample span starts at the first fitted fold's test block (the report shades the bars before it)
-    run.metrics["first_test_index"] = float(lr.first_test_index) if lr.first_test_index >= 0 else math.nan
-    runs.append(run)
+    extra = {"split": "models' folds (core.splits.grid_folds)" if folds else f"own {lr_folds} folds"}
+    runs.append(_regression_run("logistic_regression", lr, symbol, interval, inputs, labelled, costs, risk, extra))
+    if folds and window:
+        w = strategies.window_regression_strategy(
+            labelled.features, labelled.usable, labelled.fwd_return, labelled.label_class, rtc, inputs.ts_ms,
+            interval_ms(interval), window, folds, horizon=labelled.horizon)
+        if w.rules:
+            runs.append(_regression_run("logistic_regression_window", w, symbol, interval, inputs, labelled, costs,
+                                        risk, {**extra, "window": window, "solver": "lbfgs"}))
+        else:
+            log(f"logistic_regression_window skipped for {symbol} {interval}: no fold had enough full windows")
     return runs
 
 

@@ -197,3 +197,39 @@ def classification_metrics(y_true, proba, class_names=CLASS_NAMES) -> dict:
     out["roc_auc_ovr"] = float(np.mean(aucs)) if aucs else math.nan
     out["confusion_matrix"] = cm
     return out
+
+
+def binomial_p_value(successes: int, trials: int, p: float) -> float:
+    """One-sided P(X >= successes) for X ~ Binomial(trials, p)."""
+    from scipy import stats
+
+    if trials <= 0:
+        return math.nan
+    return float(stats.binom.sf(successes - 1, trials, p))
+
+
+def per_bar_log_loss(proba: np.ndarray, label_class: np.ndarray) -> np.ndarray:
+    """-log p(true class) of each bar with a prediction and a known label; NaN elsewhere (probabilities are
+    clipped at 1e-12, as the reported log-loss is)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(label_class, dtype=np.int64)
+    out = np.full(y.shape[0], np.nan)
+    scored = np.isfinite(proba).all(axis=1) & (y >= 0)
+    out[scored] = -np.log(np.clip(proba[scored, y[scored]], 1e-12, 1.0))
+    return out
+
+
+def scored_classification(proba: np.ndarray, label_class: np.ndarray) -> dict | None:
+    """Classification metrics of predicted bars with a known label, plus log-loss, majority and binomial p."""
+    scored = np.isfinite(proba).all(axis=1) & (label_class >= 0)
+    if not scored.any():
+        return None
+    y, p = label_class[scored], proba[scored]
+    out = classification_metrics(y, p)
+    out["log_loss"] = float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], 1e-12, 1.0))))
+    counts = np.bincount(y, minlength=3)
+    majority = float(counts.max() / y.size)
+    out["majority_accuracy"] = majority
+    out["n_scored"] = float(y.size)
+    out["binomial_p"] = binomial_p_value(int(round(out["accuracy"] * y.size)), int(y.size), majority)
+    return out

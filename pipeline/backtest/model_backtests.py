@@ -29,22 +29,13 @@ import polars as pl
 
 from pipeline.core.costs import CostModel
 from pipeline.backtest.engine import EngineInputs
-from pipeline.backtest.metrics import classification_metrics
+from pipeline.backtest.metrics import binomial_p_value, per_bar_log_loss, scored_classification  # noqa: F401
 from pipeline.backtest.risk import RiskRules
 from pipeline.backtest.evaluation import BacktestRun, evaluate, make_run_id
 from pipeline.core.positions import EdgeRule, edge_targets
 
 MODEL_FAMILY = "models"  # every trained architecture, sequence and image: one selection, one family
 PROBA_COLUMNS = ("p_down", "p_flat", "p_up")
-
-
-def binomial_p_value(successes: int, trials: int, p: float) -> float:
-    """One-sided P(X >= successes) for X ~ Binomial(trials, p)."""
-    from scipy import stats
-
-    if trials <= 0:
-        return math.nan
-    return float(stats.binom.sf(successes - 1, trials, p))
 
 
 def edge_rule_of(metrics: dict | str, model_id: str) -> EdgeRule:
@@ -93,20 +84,20 @@ def model_targets(ts_ms: np.ndarray, predictions: pl.DataFrame, registry: pl.Dat
     return target, proba
 
 
-def scored_classification(proba: np.ndarray, label_class: np.ndarray) -> dict | None:
-    """Classification metrics of predicted bars with a known label, plus log-loss, majority and binomial p."""
-    scored = np.isfinite(proba).all(axis=1) & (label_class >= 0)
-    if not scored.any():
-        return None
-    y, p = label_class[scored], proba[scored]
-    out = classification_metrics(y, p)
-    out["log_loss"] = float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], 1e-12, 1.0))))
-    counts = np.bincount(y, minlength=3)
-    majority = float(counts.max() / y.size)
-    out["majority_accuracy"] = majority
-    out["n_scored"] = float(y.size)
-    out["binomial_p"] = binomial_p_value(int(round(out["accuracy"] * y.size)), int(y.size), majority)
-    return out
+def selection_val_loss(registry: pl.DataFrame) -> float:
+    """The validation loss an architecture is selected on: the best validation loss of its first fold (the
+    only validation tail that ends before every test bar; later folds' tails lie in earlier folds' test
+    blocks). ``registry``: its models.registry rows (model_id, metrics; ``fold`` when present, else the
+    order of the rows). NaN when the first fold recorded none."""
+    if registry.height == 0:
+        return math.nan
+    rows = registry.sort("fold") if "fold" in registry.columns else registry
+    m = rows["metrics"][0]
+    m = json.loads(m) if isinstance(m, str) else dict(m or {})
+    try:
+        return float(m.get("best_val_loss", math.nan))
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def model_run(architecture: str, symbol: str, interval: str, inputs: EngineInputs, predictions: pl.DataFrame,
@@ -132,6 +123,11 @@ def model_run(architecture: str, symbol: str, interval: str, inputs: EngineInput
                    model_ids=ids, family=MODEL_FAMILY)
     predicted = np.isfinite(proba).all(axis=1)
     run.metrics["first_test_index"] = float(np.argmax(predicted)) if predicted.any() else math.nan
+    if predicted.any():  # the span from its first to its last predicted bar: the folds' test blocks
+        run.metrics["test_start_ms"] = float(inputs.ts_ms[np.argmax(predicted)])
+        run.metrics["test_end_ms"] = float(inputs.ts_ms[predicted.shape[0] - 1 - np.argmax(predicted[::-1])])
+    run.bar_log_loss = per_bar_log_loss(proba, np.asarray(label_class, dtype=np.int64))
+    run.metrics["selection_val_loss"] = selection_val_loss(used)
     run.metrics["predicted_bars"] = float(predicted.sum())
     run.metrics["train_seconds"] = train_seconds
     stable = {"architecture": architecture, "horizon": horizon, "family": MODEL_FAMILY,
@@ -172,7 +168,7 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
     from pipeline.market.stored import load_candles, load_funding
     from pipeline.features.labels import UNKNOWN_CLASS, load_labels
 
-    registry = warehouse.query("select model_id, architecture, cast(metrics as varchar) as metrics "
+    registry = warehouse.query("select model_id, architecture, fold, cast(metrics as varchar) as metrics "
                                "from models.registry order by architecture, fold")
     runs: list[BacktestRun] = []
     for symbol in settings.symbols:

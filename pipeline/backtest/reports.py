@@ -85,6 +85,8 @@ def _fmt(value, kind: str) -> str:
         return f"{100 * v:.2f}%"
     if kind == "int":
         return f"{v:.0f}"
+    if v != 0 and abs(v) < 0.01:  # significant digits, never 0.000 for a small value
+        return f"{v:.3g}"
     return f"{v:.3f}"
 
 
@@ -716,11 +718,11 @@ def _pretty(config: dict) -> str:
 
 
 def comparison_report_html(runs: Sequence[BacktestRun], links: dict[str, str] | None = None,
-                           extra_html: str = "", plotly_src: str | None = None) -> str:
+                           extra_html: str = "", plotly_src: str | None = None, lead_html: str = "") -> str:
     groups: dict[tuple[str, str], list[BacktestRun]] = {}
     for r in runs:
         groups.setdefault((r.symbol, r.interval), []).append(r)
-    parts = ["<h2>Strategies</h2>",
+    parts = [lead_html, "<h2>Strategies</h2>",
              '<p class="muted">Each deflated Sharpe is deflated by the trials its strategy was selected among '
              "(their number and the variance of their Sharpe ratios beside it); benchmarks show their "
              "probabilistic Sharpe ratio against zero (PSR) only.</p>",

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.core.columns import FEATURES_TABLE
 from pipeline.core.positions import DEFAULT_MARGINS, EdgeRule, edge_targets, fit_edge_rule
-from pipeline.core.splits import walk_forward_splits
+from pipeline.core.splits import GridFold, in_range, walk_forward_splits
 
 BENCHMARKS = ("buy_and_hold", "buy_and_hold_spot", "flat")
 REFERENCE_STRATEGIES = ("ma_momentum", "logistic_regression")
@@ -75,6 +75,11 @@ class LogisticRegressionOutput:
     n_folds: int
     n_margins: int  # margins each fold's rule was chosen among
     first_test_index: int = -1  # first bar of the first fitted fold's test block (-1: no fold was fitted)
+    last_test_index: int = -1  # last bar of the last fitted fold's test block
+    # the first fitted fold's validation tail traded by its rule (the model fitted before it): what the
+    # best baseline is chosen on; zeros elsewhere. validation_span: its (first, last) bar index, (-1, -1): none
+    validation_targets: np.ndarray | None = None
+    validation_span: tuple[int, int] = (-1, -1)
 
 
 # The logistic regression: L2 with sklearn's C (objective C * sum of log losses + ||W||^2 / 2, intercepts not
@@ -262,7 +267,8 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
                                  n_folds: int = 4, train_min: int | None = None, embargo: int = 0,
                                  validation_fraction: float = 0.2, margins: tuple[float, ...] = DEFAULT_MARGINS,
                                  fraction: float = 1.0, allow_short: bool = True, seed: int = 0,
-                                 solver: str | None = None) -> LogisticRegressionOutput:
+                                 solver: str | None = None,
+                                 grid: "tuple[np.ndarray, list[GridFold]] | None" = None) -> LogisticRegressionOutput:
     """Walk-forward logistic regression traded through the cost-aware edge rule.
 
     Rows are bars in time order. ``usable`` marks bars whose model inputs are
@@ -278,6 +284,12 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
        that rule. The test block's labels are never read.
 
     Bars outside every test block, or not usable, have no prediction (NaN) and are flat.
+
+    ``grid`` = ``(ts_ms, folds)``: the bars' timestamps and the models' folds of
+    :func:`~pipeline.core.splits.grid_folds` (one split definition for every strategy of a market). Each
+    fold then fits on its ``fit`` time, chooses its rule on its validation tail (as the models do), refits
+    on the whole training time and trades its test block; ``n_folds``, ``train_min``, ``embargo`` and
+    ``validation_fraction`` are the folds' and not used.
 
     Each fit is :func:`fit_logistic` (``solver`` ``"newton"``, the default
     :data:`LR_SOLVER`), or sklearn's L-BFGS ``LogisticRegression`` (``"lbfgs"``,
@@ -299,6 +311,9 @@ def logistic_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_r
         raise ValueError(f"validation_fraction={validation_fraction!r}: must be in (0, 1)")
     usable = usable & np.all(np.isfinite(x), axis=1)
     labelled = usable & (cls >= 0) & np.isfinite(fwd)
+    if grid is not None:
+        return _grid_strategy(x, usable, labelled, fwd, cls, round_trip_cost, horizon, grid, margins, fraction,
+                              allow_short)
     train_min = train_min or max(200, n // 5)
     folds = walk_forward_splits(n, n_folds, train_min, purge=horizon, embargo=embargo)
     proba = np.full((n, 3), np.nan)
@@ -345,3 +360,148 @@ class LabelledFeatures:
     label_class: np.ndarray  # (n,) int64 class 0 down / 1 flat / 2 up, -1 unknown
     horizon: int
     source: str = FEATURES_TABLE
+
+
+def _grid_strategy(x, usable, labelled, fwd, cls, round_trip_cost, horizon, grid, margins, fraction, allow_short,
+                   refit: bool = True, fitter=None) -> LogisticRegressionOutput:
+    """:func:`logistic_regression_strategy` on the models' grid folds (see its ``grid``).
+
+    ``refit=False`` trades each test block with the model fitted before the validation tail (the models'
+    way: the tail only stops early); ``fitter(x, y, init)`` replaces :func:`fit_logistic`.
+    """
+    ts_ms, folds = grid
+    ts_ms = np.asarray(ts_ms, dtype=np.int64)
+    n = x.shape[0]
+    if ts_ms.shape != (n,):
+        raise ValueError(f"grid: ts_ms has shape {ts_ms.shape}, the features {x.shape}: need one ts per row")
+    fitter = fitter or (lambda xx, yy, init: fit_logistic(xx, yy, init=init))
+    proba = np.full((n, 3), np.nan)
+    targets = np.zeros(n)
+    val_targets = np.zeros(n)
+    val_span = (-1, -1)
+    rules = []
+    first_test = last_test = -1
+    last: LogisticFit | None = None
+    for fold in folds:
+        inner = np.flatnonzero(labelled & in_range(ts_ms, fold.fit))
+        val = np.flatnonzero(labelled & in_range(ts_ms, fold.validation))
+        block = np.flatnonzero(in_range(ts_ms, fold.test))
+        test = block[usable[block]]
+        if min(inner.size, val.size) < 10 or np.unique(cls[inner]).size < 2 or test.size == 0:
+            continue
+        last = fitter(x[inner], cls[inner], last)
+        val_proba = last.predict_proba(x[val])
+        rule = fit_edge_rule(val_proba, fwd[val], cls[val], round_trip_cost, margins, fraction, allow_short,
+                             horizon=horizon)
+        if val_span[0] < 0:  # the first fitted fold's tail: before every test bar
+            lo, hi = int(val[0]), int(val[-1]) + 1
+            segment = np.full((hi - lo, 3), np.nan)
+            segment[val - lo] = val_proba
+            val_targets[lo:hi] = edge_targets(segment, rule)
+            val_span = (lo, hi - 1)
+        if refit:
+            train = np.flatnonzero(labelled & in_range(ts_ms, fold.train))
+            last = fitter(x[train], cls[train], last)
+        proba[test] = last.predict_proba(x[test])
+        targets[block[0]:block[-1] + 1] = edge_targets(proba[block[0]:block[-1] + 1], rule)
+        rules.append(rule)
+        if first_test < 0:
+            first_test = int(block[0])
+        last_test = int(block[-1])
+    tested = ~np.isnan(proba).any(axis=1)
+    return LogisticRegressionOutput(proba, tested, targets, tuple(rules), len(folds), len(margins), first_test,
+                                    last_test, val_targets, val_span)
+
+
+# The linear baseline with the models' information: the flattened window of the model inputs (window x inputs
+# values per bar) is too wide for Newton's Hessian, so it is fitted by L-BFGS on the same objective.
+LR_WINDOW_MAX_ITER = 200
+
+
+def fit_logistic_lbfgs(x: np.ndarray, y: np.ndarray, c: float = LR_C, init: LogisticFit | None = None,
+                       max_iter: int = LR_WINDOW_MAX_ITER) -> LogisticFit:
+    """The objective of :func:`fit_logistic` (mean log loss + ||W||^2 / (2 c n), multinomial over the classes of
+    ``y``) by scipy's L-BFGS on float32 inputs: for wide inputs (a flattened window: hundreds of columns),
+    where a Newton step's Hessian would cost minutes. ``init`` on the same classes warm-starts it."""
+    from scipy.optimize import minimize
+
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"x has shape {x.shape}, y {y.shape}: need (n, k) and (n,)")
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise ValueError(f"y has {classes.size} class(es) {classes.tolist()}: need at least 2")
+    n, k = x.shape
+    kc = classes.size
+    mean = x.mean(axis=0, dtype=np.float64)
+    scale = x.std(axis=0, dtype=np.float64)
+    scale = np.where(scale < 1e-12 * np.maximum(1.0, np.abs(mean)), 1.0, scale)
+    z = ((x - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32, copy=False)
+    onehot = np.zeros((n, kc))
+    onehot[np.arange(n), np.searchsorted(classes, y)] = 1.0
+    lam = 1.0 / (c * n)
+    w0 = np.zeros((kc, k + 1))
+    if init is not None and np.array_equal(init.classes, classes):
+        coef = init.coef if kc > 2 else np.vstack([np.zeros(k), init.coef[0]])
+        icpt = init.intercept if kc > 2 else np.array([0.0, init.intercept[0]])
+        w0[:, :k] = coef * (scale / init.scale)
+        w0[:, k] = icpt + coef @ ((mean - init.mean) / init.scale)
+
+    def f(flat):
+        w = flat.reshape(kc, k + 1)
+        logits = (z @ w[:, :k].T.astype(np.float32)).astype(np.float64) + w[:, k]
+        top = logits.max(axis=1, keepdims=True)
+        e = np.exp(logits - top)
+        total = e.sum(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - np.sum(logits * onehot, axis=1)))
+        g = (e / total - onehot) / n
+        grad = np.empty((kc, k + 1))
+        grad[:, :k] = (g.T.astype(np.float32) @ z).astype(np.float64) + lam * w[:, :k]
+        grad[:, k] = g.sum(axis=0)
+        return loss + 0.5 * lam * float(np.sum(w[:, :k] ** 2)), grad.ravel()
+
+    with _one_blas_thread():
+        res = minimize(f, w0.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": 1e-6})
+    w = res.x.reshape(kc, k + 1)
+    w = w - w.mean(axis=0)  # the common shift of the logits is free: centre it away
+    if kc == 2:
+        coef, icpt = (w[1:, :k] - w[:1, :k]), np.array([w[1, k] - w[0, k]])
+    else:
+        coef, icpt = w[:, :k], w[:, k]
+    return LogisticFit(mean, scale, classes, coef.copy(), icpt.copy(), int(res.nit), bool(res.success))
+
+
+def flattened_windows(features: np.ndarray, usable: np.ndarray, ts_ms: np.ndarray, step_ms: int,
+                      window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, window * k) float32 rows: bar ``t``'s row is the model inputs of bars ``t - window + 1 .. t``, oldest
+    first (zeros where not usable), and the mask of the bars whose whole window is usable, gap-free rows."""
+    from pipeline.core.windows import valid_window_ends
+
+    x = np.asarray(features, dtype=np.float32)
+    n, k = x.shape
+    ok, _ = valid_window_ends(np.asarray(ts_ms, dtype=np.int64), ~np.asarray(usable, dtype=bool),
+                              np.ones(n, dtype=bool), step_ms, window, 0, features=x)
+    clean = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
+    out = np.zeros((n, window * k), dtype=np.float32)
+    rows = np.flatnonzero(ok)
+    for j in range(window):  # column block j: the input of bar t - window + 1 + j
+        out[rows, j * k:(j + 1) * k] = clean[rows - window + 1 + j]
+    return out, ok
+
+
+def window_regression_strategy(features: np.ndarray, usable: np.ndarray, fwd_return: np.ndarray,
+                               label_class: np.ndarray, round_trip_cost: float, ts_ms: np.ndarray, step_ms: int,
+                               window: int, folds: list[GridFold], horizon: int = 1,
+                               margins: tuple[float, ...] = DEFAULT_MARGINS, fraction: float = 1.0,
+                               allow_short: bool = True) -> LogisticRegressionOutput:
+    """The logistic regression on the flattened window of the model inputs (the models' ``window`` bars), on the
+    models' folds: each fold fits before its validation tail (L-BFGS, :func:`fit_logistic_lbfgs`), chooses
+    its edge rule on the tail and trades its test block with that model, as the models do."""
+    x, ok = flattened_windows(features, usable, ts_ms, step_ms, window)
+    cls = np.asarray(label_class, dtype=np.int64)
+    fwd = np.asarray(fwd_return, dtype=np.float64)
+    labelled = ok & (cls >= 0) & np.isfinite(fwd)
+    return _grid_strategy(x, ok, labelled, fwd, cls, round_trip_cost, horizon, (ts_ms, folds), margins, fraction,
+                          allow_short, refit=False,
+                          fitter=lambda xx, yy, init: fit_logistic_lbfgs(xx, yy, init=init))

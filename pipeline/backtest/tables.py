@@ -92,6 +92,8 @@ def equity_frame(run: BacktestRun) -> pl.DataFrame:
             "equity": res.equity,
             "position": res.position,
             "drawdown": drawdown(res.equity),
+            "log_loss": (pl.Series(run.bar_log_loss, dtype=pl.Float64).fill_nan(None) if run.bar_log_loss is not None
+                         else pl.Series([None] * res.equity.shape[0], dtype=pl.Float64)),
         }
     )
 

@@ -76,3 +76,52 @@ def validation_tail(train: np.ndarray, fraction: float, purge: int = 0) -> tuple
         raise ValueError(f"{train.shape[0]} training rows are too few for a validation tail of {n_val} "
                          f"plus a purge of {purge}")
     return train[:fit_end], train[train.shape[0] - n_val:]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridFold:
+    """One walk-forward fold on a time grid, as grid timestamps (ms): what every strategy of a market shares.
+
+    ``fit`` and ``validation`` are the fold's training time split by :func:`validation_tail`; ``test`` its
+    test block. Each is an inclusive ``(first_ts, last_ts)`` pair of grid timestamps; a bar belongs to a part
+    when its ts lies in the pair (bars between grid points never exist: the grid is every strategy's bars).
+    """
+
+    index: int
+    fit: tuple[int, int]
+    validation: tuple[int, int]
+    test: tuple[int, int]
+
+    @property
+    def train(self) -> tuple[int, int]:
+        """The whole training time, fit plus validation tail (with the purge between them)."""
+        return self.fit[0], self.validation[1]
+
+
+def grid_folds(grid_ms: np.ndarray, n_folds: int, train_min_fraction: float, horizon: int, embargo: int = 0,
+               validation_fraction: float = 0.15, rolling: bool = False) -> list[GridFold]:
+    """The models' folds over a time grid: :func:`walk_forward_splits` on the sorted distinct timestamps
+    (purge = ``horizon``, plus ``embargo``), each fold's training time ending in its validation tail.
+
+    This is the split definition of the trained models (``pipeline.training.walk_forward.time_folds``
+    cuts the same folds on the distinct sample timestamps of every symbol), exposed as timestamps so the
+    baselines fit and trade on exactly the models' folds: one test span per market.
+    """
+    grid = np.unique(np.asarray(grid_ms, dtype=np.int64))
+    n = grid.shape[0]
+    if n == 0:
+        raise ValueError("grid_folds: the time grid is empty (no bar has a complete input window and a label)")
+    train_min = max(1, int(n * train_min_fraction))
+    out = []
+    for fold in walk_forward_splits(n, n_folds, train_min, purge=horizon, embargo=embargo, rolling=rolling):
+        fit, val = validation_tail(fold.train, validation_fraction, purge=horizon)
+        out.append(GridFold(fold.index, (int(grid[fit[0]]), int(grid[fit[-1]])),
+                            (int(grid[val[0]]), int(grid[val[-1]])),
+                            (int(grid[fold.test[0]]), int(grid[fold.test[-1]]))))
+    return out
+
+
+def in_range(ts_ms: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    """Mask of the bars whose ts lies in the inclusive ``span`` (first_ts, last_ts)."""
+    ts_ms = np.asarray(ts_ms)
+    return (ts_ms >= span[0]) & (ts_ms <= span[1])

@@ -38,7 +38,7 @@ def suite_result(tmp_path_factory, market_factory, store_market_rows, funding_ro
 
 def test_equity_never_below_zero_and_drawdown_never_below_minus_100_on_every_run(suite_result):
     _, _, result = suite_result
-    assert len(result.runs) == 10
+    assert len(result.runs) == 12  # 2 markets x (3 benchmarks, MA, the regression, the window regression)
     for r in result.runs:
         eq = r.result.equity
         assert np.all(eq >= 0.0), (r.run_id, float(eq.min()))

@@ -22,7 +22,8 @@ from pipeline.backtest.baselines import summary_markdown as suite_summary
 from pipeline.config import Settings
 from pipeline.warehouse import Warehouse
 
-STRATEGIES = ["buy_and_hold", "buy_and_hold_spot", "flat", "ma_momentum", "logistic_regression"]
+STRATEGIES = ["buy_and_hold", "buy_and_hold_spot", "flat", "ma_momentum", "logistic_regression",
+              "logistic_regression_window"]
 
 
 @pytest.fixture
@@ -109,12 +110,12 @@ def test_suite_trains_on_features_labels_and_skips_without_them(tmp_path, market
     settings = Settings(data_dir=tmp_path, symbols=("BTCUSDT",), intervals=("60",), start="2023-01-01")
     lines: list[str] = []
     result = suite(wh, settings, log=lines.append)
-    assert [r.strategy for r in result.runs] == STRATEGIES[:-1]
+    assert [r.strategy for r in result.runs] == STRATEGIES[:-2]
     assert any("features.candle_features is not in the warehouse: logistic regression skipped" in x for x in lines)
     store_market_rows(wh, market)
     result = suite(wh, settings, log=lambda m: None)
     assert [r.strategy for r in result.runs] == STRATEGIES
-    lr = result.runs[-1]
+    lr = result.runs[-2]
     assert lr.config["features"] == "features.candle_features" and lr.config["labels"] == "features.labels"
     assert lr.config["horizon"] == 1 and lr.classification is not None
     assert "DSR trials" in suite_summary(result.runs) and "Deflation over each strategy" in result.comparison_report.read_text()
@@ -132,13 +133,13 @@ def test_asset_materializes_baselines_and_reports(tmp_path, market_factory, stor
         assert result.success
     mat = result.get_asset_materialization_events()[0].materialization
     meta = mat.metadata
-    assert meta["runs"].value == 5
+    assert meta["runs"].value == 6
     assert "| logistic_regression | logistic_regression | BTCUSDT | 60 |" in meta["summary"].value
     assert Path(meta["comparison_report"].value).exists()
     assert Path(meta["comparison_report"].value).parent == tmp_path / "reports" / "backtests"
     assert "ETHUSDT" in meta["skipped"].value
     counts = wh.query("select (select count(*) from backtest.runs) as runs, (select count(*) from backtest.equity) as eq")
-    assert counts["runs"][0] == 5 and counts["eq"][0] == 5 * 1200 == meta["rows_equity"].value
+    assert counts["runs"][0] == 6 and counts["eq"][0] == 6 * 1200 == meta["rows_equity"].value
     paths = wh.query("select report_path from backtest.runs")["report_path"].to_list()
     # stored relative to DATA_DIR (issue 17): the same runs in another folder store the same rows
     assert all(not Path(p).is_absolute() and resolve_report_path(p, tmp_path).exists() for p in paths)
