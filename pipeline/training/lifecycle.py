@@ -152,21 +152,24 @@ def judge(warehouse, outcome, settings: Settings, force: bool = False) -> Decisi
                              "sharpe": settings.promotion_sharpe_tolerance}
     if force:
         return Decision(True, "force", f"promotion forced over champion {before} (manual run)", before, metrics)
+    text, ll_ok, sharpe_ok = "", False, False
+    if metrics["shared_bars"]:
+        new, old = metrics["challenger"], metrics["champion"]
+        tol_ll, tol_s = settings.promotion_log_loss_tolerance, settings.promotion_sharpe_tolerance
+        ll_ok = new["oos_log_loss"] <= old["oos_log_loss"] + tol_ll
+        sharpe_ok = new["net_sharpe"] >= old["net_sharpe"] - tol_s
+        text = (f"on {metrics['shared_bars']} shared test bars: OOS log-loss {new['oos_log_loss']:.4f} vs champion "
+                f"{old['oos_log_loss']:.4f} ({'within' if ll_ok else 'worse than'} +{tol_ll}), net Sharpe "
+                f"{new['net_sharpe']:.2f} vs {old['net_sharpe']:.2f} ({'within' if sharpe_ok else 'worse than'} "
+                f"-{tol_s})")
     if not sound:
         return Decision(False, "gate", f"fails the training check (weights finite {details['weights_finite']}, "
                         f"OOS log-loss {details['oos_log_loss']:.4f} vs prior {details['prior_log_loss']:.4f}, "
-                        f"tolerance {details['log_loss_tolerance']}): stays a challenger", before, metrics)
+                        f"tolerance {details['log_loss_tolerance']}){'; ' + text if text else ''}: stays a "
+                        "challenger", before, metrics)
     if metrics["shared_bars"] == 0:
         return Decision(False, "gate", f"no test bar shared with champion {before}: nothing to compare, stays a "
                         "challenger (promote it by hand with `convtrade models promote`)", before, metrics)
-    new, old = metrics["challenger"], metrics["champion"]
-    tol_ll, tol_s = settings.promotion_log_loss_tolerance, settings.promotion_sharpe_tolerance
-    ll_ok = new["oos_log_loss"] <= old["oos_log_loss"] + tol_ll
-    sharpe_ok = new["net_sharpe"] >= old["net_sharpe"] - tol_s
-    text = (f"on {metrics['shared_bars']} shared test bars: OOS log-loss {new['oos_log_loss']:.4f} vs champion "
-            f"{old['oos_log_loss']:.4f} ({'within' if ll_ok else 'worse than'} +{tol_ll}), net Sharpe "
-            f"{new['net_sharpe']:.2f} vs {old['net_sharpe']:.2f} ({'within' if sharpe_ok else 'worse than'} "
-            f"-{tol_s})")
     if ll_ok and sharpe_ok:
         return Decision(True, "gate", f"not worse than champion {before} {text}: promoted", before, metrics)
     return Decision(False, "gate", f"worse than champion {before} {text}: stays a challenger", before, metrics)
