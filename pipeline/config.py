@@ -130,6 +130,9 @@ class Settings:
     promotion_log_loss_tolerance: float = 0.005
     promotion_sharpe_tolerance: float = 0.5
     keep_versions: int = 5
+    # After the walk-forward, fit the live model on every labelled bar (what signals trade). false: the newest fold
+    # trades, as before versions had a live refit (faster replays of the automation).
+    live_refit: bool = True
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -92,15 +92,22 @@ def code_version() -> str:
         return "unknown"
 
 
-def source_digest() -> str:
-    """SHA-256 of the project's Python sources (pipeline/): tells apart two trees with the same ``git describe``
-    (a dirty tree, uncommitted changes); part of a model version's code version."""
+def _digest_sources() -> str:
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for file in sorted(root.rglob("*.py")):
         h.update(str(file.relative_to(root)).encode())
         h.update(file.read_bytes())
     return h.hexdigest()
+
+
+_SOURCE_DIGEST = _digest_sources()  # when the code was imported: the code that runs, not what is on disk later
+
+
+def source_digest() -> str:
+    """SHA-256 of the project's Python sources (pipeline/) as imported: tells apart two trees with the same
+    ``git describe`` (a dirty tree, uncommitted changes); part of a model version's code version."""
+    return _SOURCE_DIGEST
 
 
 def input_shape_of(store) -> tuple[int, ...]:

@@ -233,14 +233,15 @@ def _ts(ms) -> "np.datetime64":
 
 
 def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str = "manual",
-                       log: Callable[[str], None] = print, live_refit: bool = True,
+                       log: Callable[[str], None] = print, live_refit: bool | None = None,
                        reuse_stored: bool = False) -> TrainingOutcome:
     """Every fold of one architecture (pooled, or one model per symbol), then its live refit on every labelled bar
-    (``live_refit``); see the module docstring. One training is one model version: its artifacts go under
+    (``live_refit``, default ``settings.live_refit``); see the module docstring. One training is one model version: its artifacts go under
     ``artifacts/models/<architecture>/<version>/``. ``reuse_stored``: a version already stored (same code, data and
     settings) is not retrained (the outcome says so: ``skipped`` None, ``version`` set, no rows)."""
     t_start = time.perf_counter()
     interval = settings.intervals[0]
+    live_refit = getattr(settings, "live_refit", True) if live_refit is None else live_refit
     if config.encoding:  # image models: the encoding's images of every symbol, pooled
         from pipeline.training.images import build_image_store
 
@@ -284,10 +285,13 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
     version = model_version(config, code, data_fingerprint, interval, [scope for _, scope, _ in stores])
     version_dir = Path(settings.artifacts_dir) / "models" / config.architecture / version
     if reuse_stored and version_stored(warehouse, config.architecture, interval, version):
-        log(f"{config.architecture}: version {version} (same code, data and settings) is trained and stored "
-            "already; nothing retrained")
-        return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
-                                               None, version=version)
+        damaged = stored_artifact_problem(warehouse, config.architecture, interval, version)
+        if damaged is None:
+            log(f"{config.architecture}: version {version} (same code, data and settings) is trained and stored "
+                "already; nothing retrained")
+            return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
+                                                   None, version=version)
+        log(f"WARNING {config.architecture}: version {version} is stored but {damaged}; training it again")
     log(f"{config.architecture}: version {version} (code {code}, data {data_fingerprint}), artifacts under "
         f"{version_dir}")
     for store, scope, folds in stores:
@@ -385,6 +389,20 @@ def version_stored(warehouse, architecture: str, interval: str, version: str) ->
     rows = warehouse.query("select count(*) as n from models.versions where architecture = ? and interval = ? "
                            "and version = ? and not coalesce(purged, false)", [architecture, interval, version])
     return bool(rows["n"][0])
+
+
+def stored_artifact_problem(warehouse, architecture: str, interval: str, version: str) -> str | None:
+    """Why the stored artifacts of ``version`` cannot be trusted (a file missing or changed: named), else None."""
+    from pipeline.training.artifacts import ArtifactError, verify_artifact
+
+    rows = warehouse.query("select artifact_path, cast(artifact_sha256 as varchar) as sha from models.registry "
+                           "where architecture = ? and interval = ? and version = ?", [architecture, interval, version])
+    for path, sha in rows.iter_rows():
+        try:
+            verify_artifact(path, sha)
+        except ArtifactError as exc:
+            return str(exc)
+    return None
 
 
 def _live_refit(store, config: TrainingConfig, scope: str, interval: str, version: str, version_dir: Path,

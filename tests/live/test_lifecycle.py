@@ -105,6 +105,7 @@ def test_worse_retrain_stays_challenger_then_force_then_rollback(planted, monkey
         meta2 = again.asset_materializations_for_node("models__tcn")[0].metadata
         assert meta2["version"].value == v2 and "unchanged" in meta2["promoted"].value
         assert wh.query("select count(*) as n from models.versions")["n"][0] == 3
+        assert models_command("list", None, None, None, str(wh.path)) == 0
         # a manual run may force promotion (tag); the next signals trade v2's live refit
         assert models_command("promote", "tcn", "nope", None, str(wh.path)) == 1
         assert models_command("promote", "tcn", v2, None, str(wh.path)) == 0
@@ -128,7 +129,7 @@ def test_worse_retrain_stays_challenger_then_force_then_rollback(planted, monkey
 def test_a_damaged_artifact_skips_only_its_model_and_promote_refuses_it(planted):
     wh, settings, v1, _ = planted
     other = TrainingConfig(**{**RECIPE, "architecture": "inception"})
-    store_training(wh, train_architecture(wh, settings, other, log=lambda _: None), settings)
+    store_training(wh, train_architecture(wh, settings, other, log=lambda _: None, live_refit=False), settings)
     assert set(_signals(wh, settings)["architecture"]) == {"tcn", "inception"}
     live = wh.query("select artifact_path from models.live where architecture = 'tcn'")["artifact_path"][0]
     weights = Path(live) / "weights.safetensors"
@@ -162,7 +163,7 @@ def test_live_refit_trains_up_to_the_newest_labelled_bar_and_nothing_after(plant
     assert newest > newest_labelled
     data = tmp_path / "data"
     moved = Settings(data_dir=data, symbols=SYMBOLS)
-    config = TrainingConfig(**RECIPE)
+    config = TrainingConfig(**{**TINY, "n_folds": 1})
     a = train_architecture(wh, moved, config, log=lambda _: None)
     with wh.connect() as con:
         con.execute(f"update features.candle_features set {PLANTED} = {PLANTED} + 5 where ts = ?", [newest])
@@ -184,7 +185,7 @@ def test_retention_keeps_k_versions_and_marks_the_rest_purged(tmp_path):
     settings = Settings(data_dir=settings.data_dir, symbols=SYMBOLS, keep_versions=2)
     for seed in (101, 102, 103):  # K + 2 = 4 trainings, 4 versions (the seed is a setting)
         config = TrainingConfig(**{**TINY, "seed": seed})
-        store_training(wh, train_architecture(wh, settings, config, log=lambda _: None), settings)
+        store_training(wh, train_architecture(wh, settings, config, log=lambda _: None, live_refit=False), settings)
     versions = wh.query("select version, purged from models.versions order by created_at")
     assert versions.height == 4
     champion = lifecycle.champion_of(wh, "tcn", "60")
@@ -233,7 +234,7 @@ from pipeline.warehouse import Warehouse
 from tests.live.conftest import SYMBOLS, TINY
 wh = Warehouse(sys.argv[1])
 settings = Settings(data_dir=Path(sys.argv[1]).parent, symbols=SYMBOLS)
-config = TrainingConfig(**{**TINY, "seed": 11, "epochs": 3, "max_train_windows": 0})
+config = TrainingConfig(**{**TINY, "seed": 11, "epochs": 2})
 store_training(wh, train_architecture(wh, settings, config, log=lambda s: print(s, flush=True)), settings)
 print("STORED", flush=True)
 """
