@@ -249,7 +249,9 @@ def test_drift_retrains_start_after_the_regime_change_and_not_before(month):
     assert all(b - a >= 24 * 3600 for a, b in zip(decided, decided[1:]))  # the cool-down, on the replay clock
     for k, kind, rows in month["registry"]:
         if kind == "drift":
-            assert [r[0] for r in rows] == ["drift"], (k, rows)  # the drift run's training is in models.registry
+            # the drift run's training is the newest version; on the data the nightly retrain already trained on
+            # (no candle since 02:00) it is that same version, not retrained (same code, data and settings)
+            assert [r[0] for r in rows] in (["drift"], ["schedule"]), (k, rows)
 
 
 def test_the_unshifted_symbol_never_drifts(month):
