@@ -2,6 +2,7 @@
 ``signals/paper_ledger`` (those signals booked as paper trades, marked to market). No order is ever sent."""
 
 import dagster as dg
+import polars as pl
 
 from assets.monitoring import frame_markdown, rows_written_metadata
 from assets.resources import SettingsResource, WarehouseResource
@@ -18,7 +19,8 @@ LEDGER_KEY = dg.AssetKey(["signals", "paper_ledger"])
     pool="warehouse",
     deps=[*MODEL_KEYS, dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["raw", "candles"]),
           dg.AssetKey(["raw", "orderbook"])],
-    description="Per symbol and architecture: the newest closed candle's prediction by the newest fold's model "
+    description="Per symbol and architecture: the newest closed candle's prediction by the live refit of the "
+                "architecture's champion version (trained on every labelled bar up to the newest; models.live), "
                 "(windows built as in training; an image model's images encoded now from raw.candles / "
                 "raw.orderbook by the encoding's code, checked against the stored encoding where it holds the "
                 "same ts, scaled as in training), its signal (+1 long, -1 short, 0 flat) and size by the fold's "
@@ -38,6 +40,10 @@ def signals_latest(context: dg.AssetExecutionContext, settings: SettingsResource
         metadata["signals"] = dg.MetadataValue.md(frame_markdown(result.signals.select(
             "symbol", "architecture", "ts", "signal", "size", "confidence", "expected_move", "price")))
         metadata["newest_candle"] = dg.MetadataValue.text(str(result.signals["ts"].max()))
+        models = result.signals.group_by("architecture").agg(
+            pl.col("version").first(), pl.col("model_id").first(), pl.col("train_start").min(),
+            pl.col("train_end").max()).sort("architecture")
+        metadata["live_models"] = dg.MetadataValue.md(frame_markdown(models))  # how fresh each traded model is
     if result.skipped:
         metadata["skipped"] = dg.MetadataValue.text("\n".join(result.skipped))
     return dg.MaterializeResult(metadata=metadata)

@@ -15,6 +15,12 @@ Trainings run in the ``training`` pool (one fit at a time on a small machine)
 and hold no warehouse connection while they train: the series are read
 first, the rows are written at the end. The run tag ``trigger``
 (``manual`` / ``schedule`` / ``drift``) is recorded in ``models.registry``.
+
+Each materialization is a model version (:mod:`pipeline.training.lifecycle`): the walk-forward folds and a live
+refit on every labelled bar, under ``artifacts/models/<name>/<version>/``; it becomes the champion (what
+``signals/latest`` trades) only through the promotion gate, and its metadata names the version, whether it was
+promoted and why. A manual run can force promotion (run config ``force_promotion: true`` or tag
+``convtrade/promote=force``).
 """
 
 
@@ -28,6 +34,26 @@ from pipeline.training.results import store_training
 from pipeline.training.walk_forward import train_architecture
 
 TRIGGER_TAG = "trigger"
+PROMOTE_TAG = "convtrade/promote"  # "force": a manual run's new version becomes the champion without the gate
+
+
+class PromotionConfig(dg.Config):
+    """Run config of a models/* asset (launchpad: ``ops: models__<name>: config: force_promotion: true``)."""
+
+    force_promotion: bool = False
+
+
+def forced_promotion(context, config: PromotionConfig, trigger: str) -> bool:
+    """Whether this run forces promotion: run config or tag ``convtrade/promote=force``, manual runs only (the
+    nightly and drift retrains always go through the gate)."""
+    tag = context.run.tags.get(PROMOTE_TAG, "")
+    if tag not in ("", "force"):
+        raise ValueError(f"run tag {PROMOTE_TAG}={tag!r}: the only value is 'force'")
+    wanted = config.force_promotion or tag == "force"
+    if wanted and trigger != "manual":
+        context.log.warning(f"forced promotion ignored: this run's trigger is {trigger}, which goes through the gate")
+        return False
+    return wanted
 TRIGGERS = ("manual", "schedule", "drift")
 UPSTREAM = [dg.AssetKey(["features", "candle_features"]), dg.AssetKey(["features", "labels"])]
 
@@ -63,16 +89,23 @@ def build_model_asset(architecture: str) -> dg.AssetsDefinition:
                     f"symbols), artifacts under DATA_DIR/artifacts/models/{architecture}/, models.registry rows "
                     "and out-of-sample predictions.oos.",
     )
-    def _model(context: dg.AssetExecutionContext, settings: SettingsResource,
+    def _model(context: dg.AssetExecutionContext, config: PromotionConfig, settings: SettingsResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         cfg = settings.settings()
         wh = warehouse.warehouse()
-        config = TrainingConfig.from_settings(cfg, architecture)
+        recipe = TrainingConfig.from_settings(cfg, architecture)
         trigger = run_trigger(context)
-        context.log.info(f"training {architecture} ({config.variant}, window {config.window}, horizon "
-                         f"{config.horizon}, {config.n_folds} folds, {config.epochs} epochs), trigger {trigger}")
-        outcome = train_architecture(wh, cfg, config, trigger=trigger, log=context.log.info)
-        written = store_training(wh, outcome)
+        force = forced_promotion(context, config, trigger)
+        context.log.info(f"training {architecture} ({recipe.variant}, window {recipe.window}, horizon "
+                         f"{recipe.horizon}, {recipe.n_folds} folds, {recipe.epochs} epochs), trigger {trigger}")
+        outcome = train_architecture(wh, cfg, recipe, trigger=trigger, log=context.log.info, reuse_stored=True)
+        written = store_training(wh, outcome, cfg, force=force)
+        if outcome.reused:
+            context.log.info(written["note"])
+            return dg.MaterializeResult(metadata={
+                "version": dg.MetadataValue.text(outcome.version),
+                "promoted": dg.MetadataValue.text("unchanged: " + written["note"]),
+                "rows_registry": dg.MetadataValue.int(0), "rows_predictions": dg.MetadataValue.int(0)})
         if outcome.skipped:
             context.log.warning(f"{architecture}: nothing trained: {outcome.skipped}")
             return dg.MaterializeResult(metadata={
@@ -86,8 +119,21 @@ def build_model_asset(architecture: str) -> dg.AssetsDefinition:
         folds = outcome.fold_table
         n_test = sum(r["n_test"] for r in folds)
         acc = sum(r["oos_accuracy"] * r["n_test"] for r in folds) / max(1, n_test)
+        decision = written["promotion"]
+        (context.log.info if decision["promoted"] else context.log.warning)(
+            f"{architecture} version {outcome.version}: {decision['reason']}")
+        live = outcome.live
+        live_range = (f"{live['train_start'].min()} .. {live['train_end'].max()}" if live is not None and live.height
+                      else "none")
         return dg.MaterializeResult(
             metadata={
+                "version": dg.MetadataValue.text(outcome.version),
+                "promoted": dg.MetadataValue.bool(bool(decision["promoted"])),
+                "promotion_reason": dg.MetadataValue.text(decision["reason"]),
+                "champion_before": dg.MetadataValue.text(decision["champion_before"] or "none"),
+                "promotion_metrics": dg.MetadataValue.json(decision["metrics"] or {}),
+                "live_train_range": dg.MetadataValue.text(live_range),
+                "versions_purged": dg.MetadataValue.text(", ".join(written["purged"]) or "none"),
                 "folds": dg.MetadataValue.int(len(folds)),
                 "fold_table": dg.MetadataValue.md(fold_table_markdown(folds)),
                 "loss_curves": dg.MetadataValue.md(png_markdown(curve, "loss curves")),
@@ -116,13 +162,18 @@ def build_model_check(architecture: str) -> dg.AssetChecksDefinition:
 
         cfg = settings.settings()
         wh = warehouse.warehouse()
-        registry = wh.query("select model_id, cast(metrics as varchar) as metrics, artifact_path "
-                            "from models.registry where architecture = ? order by fold", [architecture])
-        predictions = wh.query("select model_id, symbol, ts from predictions.oos where model_id in "
-                               "(select model_id from models.registry where architecture = ?)", [architecture])
+        # the newest stored version's folds (the one this materialization trained), champion or not
+        newest = ("select model_id from models.registry where architecture = ? and coalesce(role, 'fold') = 'fold' "
+                  "and coalesce(version, '') = coalesce((select arg_max(version, created_at) from models.versions "
+                  "where architecture = ?), '')")
+        registry = wh.query("select model_id, cast(metrics as varchar) as metrics, artifact_path, "
+                            "cast(artifact_sha256 as varchar) as sha from models.registry where model_id in "
+                            f"({newest}) order by fold", [architecture, architecture])
+        predictions = wh.query(f"select model_id, symbol, ts from predictions.oos where model_id in ({newest})",
+                               [architecture, architecture])
         finite = registry.height > 0
-        for path in registry["artifact_path"]:
-            module = load_artifact(path)
+        for path, sha in zip(registry["artifact_path"], registry["sha"]):
+            module = load_artifact(path, sha)
             finite &= all(bool(p.isfinite().all()) for p in module.state_dict().values())
         if registry.height == 0:
             # Nothing was trained (e.g. no order-book history for the heatmap model): reported as a failed

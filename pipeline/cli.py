@@ -4,6 +4,9 @@
     convtrade tables
     convtrade demo
     convtrade settings      # every setting in force and where it came from
+    convtrade models list [ARCH]            # versions, champion, live training range, OOS metrics, purged
+    convtrade models promote ARCH VERSION   # make VERSION the champion (its artifacts verified first)
+    convtrade models rollback ARCH          # back to the previous champion
 """
 
 from __future__ import annotations
@@ -132,6 +135,46 @@ def show_settings() -> int:
     return 0
 
 
+def models_command(action: str, architecture: str | None, version: str | None, interval: str | None,
+                   path: str | None = None, lock_timeout_s: float = 60.0) -> int:
+    """``convtrade models list|promote|rollback``: each change writes models.champions and models.promotions in
+    one transaction; the next ``signals/latest`` trades the new champion."""
+    from pipeline.training import lifecycle
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    warehouse = Warehouse(path or settings.warehouse_path, lock_timeout_s=lock_timeout_s)
+    interval = interval or settings.intervals[0]
+    try:
+        if action == "list":
+            frame = lifecycle.list_versions(warehouse, architecture)
+            if frame.height == 0:
+                print("no model version stored yet: materialize the models/* assets (make demo)")
+                return 0
+            _print_frame(frame, 500)
+            return 0
+        if not warehouse.path.exists():
+            raise FileNotFoundError(f"warehouse {warehouse.path} does not exist yet: run `make demo` first")
+        if action == "promote":
+            print(lifecycle.promote(warehouse, architecture, version, interval))
+        else:
+            print(lifecycle.rollback(warehouse, architecture, interval))
+        return 0
+    except lifecycle.LifecycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WarehouseLocked:
+        print(f"error: {warehouse.path} is locked by a running writer (a Dagster run or `make demo`); retry when it "
+              "finishes", file=sys.stderr)
+        return EXIT_LOCKED
+
+
 def _interrupted() -> int:
     print("interrupted: stopped; a run it had started is marked canceled or failed and its pool slots are freed; "
           "stored tables keep their last committed version", file=sys.stderr, flush=True)
@@ -153,9 +196,24 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: every asset)")
     sub.add_parser("settings", help="print the settings in force and where each came from "
                                     "(default, convtrade.yaml / CONVTRADE_CONFIG and its line, or CONVTRADE_*)")
+    m = sub.add_parser("models", help="model versions: list, promote a version, roll back to the previous champion")
+    msub = m.add_subparsers(dest="action", required=True)
+    ml = msub.add_parser("list", help="every version: champion, trigger, live training range, OOS metrics, purged")
+    ml.add_argument("architecture", nargs="?")
+    mp = msub.add_parser("promote", help="make VERSION the champion of ARCH (artifacts verified first)")
+    mp.add_argument("architecture")
+    mp.add_argument("version")
+    mr = msub.add_parser("rollback", help="make the previous champion of ARCH the champion again")
+    mr.add_argument("architecture")
+    for p in (ml, mp, mr):
+        p.add_argument("--db", help="warehouse file (default: $DATA_DIR/warehouse.duckdb)")
+        p.add_argument("--interval", help="the interval (default: the first of CONVTRADE_INTERVALS)")
     args = parser.parse_args(argv)
     if args.command == "settings":
         return show_settings()
+    if args.command == "models":
+        return models_command(args.action, args.architecture, getattr(args, "version", None), args.interval,
+                              args.db)
     if args.command == "query":
         return query(args.sql, args.db, args.max_rows)
     if args.command == "tables":

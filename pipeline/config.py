@@ -128,6 +128,17 @@ class Settings:
     bootstrap_seed: int = 0             # seed of the resamples (each test draws from its own child stream)
     significance_level: float = 0.05    # two-sided level of the tests and confidence intervals (0.05: 95 %)
     power: float = 0.8                  # power at which the smallest resolvable Sharpe difference is quoted
+    # Model lifecycle (pipeline.training.lifecycle): a new version is promoted to champion only when, on the test
+    # bars it shares with the champion, its OOS log-loss is at most the champion's + promotion_log_loss_tolerance
+    # (nats) and its net Sharpe (annualised, the edge rule after costs) at least the champion's -
+    # promotion_sharpe_tolerance; keep_versions: the newest versions whose artifacts are kept (the champion and
+    # its predecessor are never purged).
+    promotion_log_loss_tolerance: float = 0.005
+    promotion_sharpe_tolerance: float = 0.5
+    keep_versions: int = 5
+    # After the walk-forward, fit the live model on every labelled bar (what signals trade). false: the newest fold
+    # trades, as before versions had a live refit (faster replays of the automation).
+    live_refit: bool = True
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -177,6 +188,8 @@ class Settings:
         def bad(name: str, rule: str) -> ValueError:
             return ValueError(f"CONVTRADE_{name.upper()}={getattr(self, name)!r}: {rule}")
 
+        if self.keep_versions < 1:
+            raise bad("keep_versions", "must be >= 1 (the champion and the version it replaced are always kept)")
         for name in ("window", "horizon", "n_folds", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
@@ -190,7 +203,8 @@ class Settings:
             if not getattr(self, name) > 0:
                 raise bad(name, "must be > 0")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "return_loss_weight", "volatility_loss_weight",
-                     "sharpe_loss_weight", "oos_log_loss_tolerance"):
+                     "sharpe_loss_weight", "oos_log_loss_tolerance", "promotion_log_loss_tolerance",
+                     "promotion_sharpe_tolerance"):
             if not getattr(self, name) >= 0:
                 raise bad(name, "must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:

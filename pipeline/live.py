@@ -1,8 +1,13 @@
 """Live signals of the trained models and a paper ledger that trades them. No order is ever sent.
 
-**Signals** (:func:`latest_signals`), per architecture and symbol: the newest
-fold of the architecture in ``models.registry`` (the live model) predicts the
-bars since its stored out-of-sample predictions. A sequence model reads the
+**Signals** (:func:`latest_signals`), per architecture and symbol: the live
+refit of the architecture's champion version (``models.live``: trained on every
+labelled bar up to the newest, :mod:`pipeline.training.lifecycle`; a version
+without one falls back to its newest fold) predicts the bars after its training
+range (a fold: the bars since its stored out-of-sample predictions). Every
+artifact file is checked against the SHA-256 its registry row stores; a model
+whose artifact is missing, damaged or unreadable is skipped with the reason and
+the path, and the other architectures still signal. A sequence model reads the
 windows of ``features.candle_features`` built as in training
 (:func:`pipeline.training.datasets.load_series` / ``build_window_store`` with
 the artifact's columns, symbols, window and horizon; a window with a warm-up or
@@ -67,7 +72,7 @@ from pipeline.core.windows import contiguous_window_ends, valid_window_ends
 from pipeline.training.datasets import build_window_store, load_series
 from pipeline.encodings.indicator_image import IndicatorScaling
 from pipeline.training.images import bar_images, inference_store
-from pipeline.training.artifacts import load_artifact
+from pipeline.training.artifacts import load_artifact, verify_artifact
 from pipeline.training.inference import predict
 
 SIGNALS_TABLE = "signals.latest"
@@ -75,16 +80,27 @@ LEDGER_TABLE = "signals.paper_ledger"
 INITIAL_EQUITY = 10_000.0
 
 
+_MODEL_COLUMNS = ("select model_id, architecture, symbol, interval, fold, test_start, train_start, train_end, "
+                  "artifact_path, cast(metrics as varchar) as metrics, created_at, version, role, "
+                  "cast(artifact_sha256 as varchar) as artifact_sha256, "
+                  "coalesce(test_start, train_end + interval 1 millisecond) as segment_start ")
+
+
 def live_model_rows(warehouse, interval: str) -> pl.DataFrame:
-    """Per architecture, the registry row of its newest fold (the latest training's last fold)."""
-    if not warehouse.table_exists("models.registry"):
+    """Per architecture, the model that trades: the live refit of its champion version (``models.live``, one row
+    per symbol group), or, for a version without one (trained before the live refit existed), the newest fold of
+    its current version (``models.current``). ``segment_start``: where the edge rule's segment begins (the first
+    test bar of a fold; the first bar after the live refit's training range)."""
+    if not warehouse.table_exists("models.current"):
         return pl.DataFrame()
-    rows = warehouse.query(
-        "select model_id, architecture, symbol, interval, fold, test_start, artifact_path, "
-        "cast(metrics as varchar) as metrics, created_at from models.registry where interval = ?", [interval])
-    if rows.height == 0:
-        return rows
-    return rows.sort(["created_at", "fold"], descending=True).unique("architecture", keep="first").sort("architecture")
+    live = warehouse.query(f"{_MODEL_COLUMNS} from models.live where interval = ?", [interval])
+    folds = warehouse.query(f"{_MODEL_COLUMNS} from models.current where interval = ?", [interval])
+    folds = folds.filter(~pl.col("architecture").is_in(live["architecture"].unique().to_list()))
+    if folds.height:
+        folds = folds.sort(["created_at", "fold"], descending=True).unique("architecture", keep="first")
+    rows = pl.concat([live, folds], how="vertical_relaxed") if live.height and folds.height else (
+        live if live.height else folds)
+    return rows.sort("architecture", "symbol") if rows.height else rows
 
 
 @dataclasses.dataclass
@@ -232,8 +248,71 @@ def _signal_row(m: dict, rule, symbol: str, interval: str, grid: np.ndarray, min
         "p_down": float(last[0]) if known else None, "p_flat": float(last[1]) if known else None,
         "p_up": float(last[2]) if known else None,
         "expected_move": float(expected_move(last[None, :], rule.class_returns)[0]) if known else None,
-        "model_id": m["model_id"],
+        "model_id": m["model_id"], "version": m.get("version"),
+        "train_start": m.get("train_start"), "train_end": m.get("train_end"),
     }
+
+
+def _model_signals(m: dict, warehouse, settings, interval: str, skipped: list[str]) -> list[dict]:
+    """signals.latest rows of one model (a registry row of :func:`live_model_rows`); reasons for symbols without a
+    signal go to ``skipped``. An artifact file that is not the one trained raises ArtifactError naming it."""
+    out: list[dict] = []
+    path = Path(m["artifact_path"])
+    if not (path / "config.json").exists():
+        skipped.append(f"{m['model_id']}: no artifact at {path} (retrain {m['architecture']})")
+        return []
+    verify_artifact(path, m.get("artifact_sha256"))  # every file is the one trained, else ArtifactError naming it
+    cfg = json.loads((path / "config.json").read_text())
+    m = {**m, "encoding": cfg.get("encoding")}
+    rule = edge_rule_of(m["metrics"], m["model_id"])
+    symbols = list(cfg["symbols"])
+    for symbol in settings.symbols:
+        if symbol not in symbols:
+            what = f"no {cfg['encoding']} image of it" if cfg.get("encoding") else "it was not configured"
+            skipped.append(f"{m['model_id']} / {symbol}: not among the symbols this fold trained on ({what} "
+                           "then): no signal until it is retrained")
+    stored = warehouse.query(
+        "select symbol, epoch_ms(ts) as ts_ms, p_down, p_flat, p_up, confidence from predictions.oos "
+        "where model_id = ? order by ts", [m["model_id"]])
+    test_start_ms = int(np.datetime64(m["segment_start"], "ms").astype(np.int64))
+    if cfg.get("encoding"):
+        modules = []
+
+        def module_of():  # loaded once, only when some symbol has a new image to predict
+            if not modules:
+                modules.append(load_artifact(path))
+            return modules[0]
+    else:
+        module = load_artifact(path)
+        series = [load_series(warehouse, s, interval, cfg["horizon"], columns=cfg["feature_columns"])
+                  for s in symbols]
+        # features whose rows carry warm-up NULLs are NaN in the store: set them apart from training's store
+        for s in series:
+            s.features[s.is_warmup] = np.nan
+        store = build_window_store(series, Path(settings.artifacts_dir) / "live", cfg["window"], cfg["horizon"],
+                                   columns=cfg["feature_columns"])
+    for k, symbol in enumerate(symbols):
+        if symbol not in settings.symbols:
+            continue
+        mine = stored.filter(pl.col("symbol") == symbol)
+        last_ms = int(mine["ts_ms"].max()) if mine.height else test_start_ms - 1
+        if cfg.get("encoding"):
+            grid = load_candle_arrays(warehouse, symbol, interval, since=_datetime(test_start_ms))[0]
+        else:
+            grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
+        if grid.size == 0:
+            skipped.append(f"{m['model_id']} / {symbol}: no candle since the fold's first test bar")
+            continue
+        if cfg.get("encoding"):
+            new_ts, new_p, new_conf, reason = _fresh_image_predictions(
+                module_of, cfg, warehouse, settings, symbol, interval, grid, last_ms)
+            if reason:
+                skipped.append(f"{m['model_id']} / {symbol}: {reason}: no signal")
+                continue
+        else:
+            new_ts, new_p, new_conf = _fresh_predictions(module, store, k, last_ms)
+        out.append(_signal_row(m, rule, symbol, interval, grid, mine, new_ts, new_p, new_conf, skipped))
+    return out
 
 
 def latest_signals(warehouse, settings) -> SignalsResult:
@@ -244,60 +323,11 @@ def latest_signals(warehouse, settings) -> SignalsResult:
         return SignalsResult(pl.DataFrame(), ["no trained model: materialize the models/* assets first"])
     out, skipped = [], []
     for m in models.iter_rows(named=True):
-        path = Path(m["artifact_path"])
-        if not (path / "config.json").exists():
-            skipped.append(f"{m['model_id']}: no artifact at {path} (retrain {m['architecture']})")
-            continue
-        cfg = json.loads((path / "config.json").read_text())
-        m = {**m, "encoding": cfg.get("encoding")}
-        rule = edge_rule_of(m["metrics"], m["model_id"])
-        symbols = list(cfg["symbols"])
-        for symbol in settings.symbols:
-            if symbol not in symbols:
-                what = f"no {cfg['encoding']} image of it" if cfg.get("encoding") else "it was not configured"
-                skipped.append(f"{m['model_id']} / {symbol}: not among the symbols this fold trained on ({what} "
-                               "then): no signal until it is retrained")
-        stored = warehouse.query(
-            "select symbol, epoch_ms(ts) as ts_ms, p_down, p_flat, p_up, confidence from predictions.oos "
-            "where model_id = ? order by ts", [m["model_id"]])
-        test_start_ms = int(np.datetime64(m["test_start"], "ms").astype(np.int64))
-        if cfg.get("encoding"):
-            modules = []
-
-            def module_of():  # loaded once, only when some symbol has a new image to predict
-                if not modules:
-                    modules.append(load_artifact(path))
-                return modules[0]
-        else:
-            module = load_artifact(path)
-            series = [load_series(warehouse, s, interval, cfg["horizon"], columns=cfg["feature_columns"])
-                      for s in symbols]
-            # features whose rows carry warm-up NULLs are NaN in the store: set them apart from training's store
-            for s in series:
-                s.features[s.is_warmup] = np.nan
-            store = build_window_store(series, Path(settings.artifacts_dir) / "live", cfg["window"], cfg["horizon"],
-                                       columns=cfg["feature_columns"])
-        for k, symbol in enumerate(symbols):
-            if symbol not in settings.symbols:
-                continue
-            mine = stored.filter(pl.col("symbol") == symbol)
-            last_ms = int(mine["ts_ms"].max()) if mine.height else test_start_ms - 1
-            if cfg.get("encoding"):
-                grid = load_candle_arrays(warehouse, symbol, interval, since=_datetime(test_start_ms))[0]
-            else:
-                grid = series[k].ts_ms[series[k].ts_ms >= test_start_ms]
-            if grid.size == 0:
-                skipped.append(f"{m['model_id']} / {symbol}: no candle since the fold's first test bar")
-                continue
-            if cfg.get("encoding"):
-                new_ts, new_p, new_conf, reason = _fresh_image_predictions(
-                    module_of, cfg, warehouse, settings, symbol, interval, grid, last_ms)
-                if reason:
-                    skipped.append(f"{m['model_id']} / {symbol}: {reason}: no signal")
-                    continue
-            else:
-                new_ts, new_p, new_conf = _fresh_predictions(module, store, k, last_ms)
-            out.append(_signal_row(m, rule, symbol, interval, grid, mine, new_ts, new_p, new_conf, skipped))
+        try:
+            out.extend(_model_signals(m, warehouse, settings, interval, skipped))
+        except Exception as exc:  # noqa: BLE001 - one unreadable model never stops the others' signals
+            skipped.append(f"{m['model_id']}: its artifact at {m['artifact_path']} cannot be used "
+                           f"({type(exc).__name__}: {exc}); no signal for {m['architecture']}")
     frame = pl.DataFrame(out) if out else pl.DataFrame()
     if frame.height:
         closes = warehouse.query(

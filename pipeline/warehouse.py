@@ -94,7 +94,50 @@ TABLES: dict[str, str] = {
             metrics json,
             artifact_path varchar,
             trigger varchar,                    -- schedule / drift / manual
-            created_at timestamp not null default current_timestamp
+            created_at timestamp not null default current_timestamp,
+            version varchar,                    -- the model version (models.versions) this row belongs to
+            role varchar,                       -- 'fold' (walk-forward, has a test block) / 'live' (the live refit)
+            artifact_sha256 json,               -- {file name: SHA-256} of every file under artifact_path
+            purged boolean default false        -- its artifacts were deleted by retention (CONVTRADE_KEEP_VERSIONS)
+        )""",
+    "models.versions": """
+        create table if not exists models.versions (
+            architecture varchar not null,
+            interval varchar not null,
+            version varchar not null,           -- hash of code version, data fingerprint and settings
+            code_version varchar,
+            data_fingerprint varchar,
+            settings json,                      -- the training recipe (TrainingConfig)
+            trigger varchar,                    -- schedule / drift / manual
+            folds integer,
+            live_train_start timestamp, live_train_end timestamp,   -- the live refit's training range
+            oos_log_loss double, oos_accuracy double,               -- walk-forward, over every fold's test bars
+            purged boolean default false,
+            created_at timestamp not null default current_timestamp,
+            primary key (architecture, interval, version)
+        )""",
+    "models.champions": """
+        create table if not exists models.champions (
+            architecture varchar not null,
+            interval varchar not null,
+            version varchar not null,           -- the version whose live refit trades (signals.latest)
+            previous_version varchar,           -- the champion before it (what rollback restores)
+            reason varchar,
+            since timestamp not null default current_timestamp,
+            primary key (architecture, interval)
+        )""",
+    "models.promotions": """
+        create table if not exists models.promotions (
+            architecture varchar not null,
+            interval varchar not null,
+            "at" timestamp not null default current_timestamp,
+            version varchar not null,           -- the version judged (the one promoted, or the challenger kept)
+            from_version varchar,               -- the champion before
+            to_version varchar,                 -- the champion after (= from_version when not promoted)
+            promoted boolean not null,
+            action varchar not null,            -- gate / first / force / promote (command) / rollback (command)
+            reason varchar,
+            metrics json                        -- the gate's comparison on the shared test bars
         )""",
     "predictions.oos": """
         create table if not exists predictions.oos (
@@ -191,6 +234,9 @@ TABLES: dict[str, str] = {
             expected_move double,               -- sum_k p_k * r_k of the edge rule
             price double,                       -- close of the candle at ts
             created_at timestamp default current_timestamp,
+            version varchar,                    -- the champion version whose model gave the signal
+            train_start timestamp,              -- that model's training range (the live refit: up to the
+            train_end timestamp,                -- newest labelled bar)
             primary key (symbol, architecture)
         )""",
     "signals.paper_ledger": """
@@ -258,18 +304,56 @@ MIGRATIONS: dict[str, tuple[str, ...]] = {
     "signals.latest": tuple(
         f"alter table signals.latest add column if not exists {c}"
         for c in ("interval varchar", "p_down double", "p_flat double", "p_up double", "expected_move double",
-                  "price double", "created_at timestamp default current_timestamp")),
+                  "price double", "created_at timestamp default current_timestamp", "version varchar",
+                  "train_start timestamp", "train_end timestamp")),
+    "models.registry": tuple(
+        f"alter table models.registry add column if not exists {c}"
+        for c in ("version varchar", "role varchar", "artifact_sha256 json", "purged boolean default false")),
     "backtest.runs": ("alter table backtest.runs add column if not exists family varchar",),
     # per-bar log-loss of a run's direction head (-log p of the true class; NULL: no prediction or label)
     "backtest.equity": ("alter table backtest.equity add column if not exists log_loss double",),
 }
 
 
+# The model lifecycle's views: what "the current version" of an architecture is, in one place, so every reader
+# (backtests, drift, signals, the training check) changes one table name. The current version of an architecture
+# and interval is its champion (models.champions); where none is recorded (a warehouse written before versions,
+# or rows a test wrote by hand) it is the newest version in models.registry (rows without a version count as one).
+LIFECYCLE_TABLES = ("models.registry", "models.versions", "models.champions", "models.promotions")
+VIEWS: dict[str, str] = {
+    "models.current_versions": """
+        create or replace view models.current_versions as
+        with newest as (
+            select architecture, interval, arg_max(coalesce(version, ''), created_at) as version
+            from models.registry group by all)
+        select n.architecture, n.interval, coalesce(c.version, n.version) as version, c.version is not null as champion
+        from newest n left join models.champions c
+          on c.architecture = n.architecture and c.interval is not distinct from n.interval""",
+    "models.current": """
+        create or replace view models.current as
+        select r.* from models.registry r join models.current_versions v
+          on v.architecture = r.architecture and v.interval is not distinct from r.interval
+         and v.version = coalesce(r.version, '')
+        where coalesce(r.role, 'fold') = 'fold'""",
+    "models.live": """
+        create or replace view models.live as
+        select r.* from models.registry r join models.current_versions v
+          on v.architecture = r.architecture and v.interval is not distinct from r.interval
+         and v.version = coalesce(r.version, '')
+        where r.role = 'live'""",
+}
+
+
 def _create_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """The table's DDL, then its migrations (columns added since older warehouse files were written)."""
-    con.execute(table_ddl(table))
-    for statement in MIGRATIONS.get(table, ()):
-        con.execute(statement)
+    """The table's DDL, then its migrations (columns added since older warehouse files were written); a table
+    of the model lifecycle brings the others and the views of the current version with it."""
+    for name in (LIFECYCLE_TABLES if table in LIFECYCLE_TABLES else (table,)):
+        con.execute(table_ddl(name))
+        for statement in MIGRATIONS.get(name, ()):
+            con.execute(statement)
+    if table in LIFECYCLE_TABLES:
+        for ddl in VIEWS.values():
+            con.execute(ddl)
 
 
 @dataclasses.dataclass(frozen=True)

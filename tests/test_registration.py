@@ -101,7 +101,8 @@ model_checks = [c for c in training.MODEL_CHECKS if next(iter(c.check_keys)).ass
 trained = dg.materialize([*partitioned, *models, *model_checks], resources=resources,
                          selection=[*models, *model_checks], raise_on_error=False)
 wh = Warehouse(data_dir + "/warehouse.duckdb")
-registry = wh.query("select architecture, count(*) as folds from models.registry group by 1 order by 1").to_dicts()
+registry = wh.query("select architecture, count(*) as folds from models.registry where role = 'fold' "
+                    "group by 1 order by 1").to_dicts()
 predictions = wh.query("select r.architecture, count(*) as n from predictions.oos p join models.registry r "
                        "using (model_id) group by 1 order by 1").to_dicts()
 index = wh.query("select symbol, count(*) as n from encodings.dummy_closes_index group by 1 order by 1").to_dicts()

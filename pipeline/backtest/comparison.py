@@ -234,11 +234,11 @@ def _html_table(table: pl.DataFrame) -> str:
 
 def training_recipes(warehouse) -> list[str]:
     """One line per trained architecture: the recipe its artifacts recorded (not today's settings)."""
-    if not warehouse.table_exists("models.registry"):
+    if not warehouse.table_exists("models.current"):
         return []
     rows = warehouse.query("select architecture, any_value(artifact_path) as path, count(*) as folds, "
                            "sum(cast(metrics->>'train_seconds' as double)) as seconds "
-                           "from models.registry group by 1 order by 1")
+                           "from models.current group by 1 order by 1")
     lines = []
     for arch, path, folds, seconds in rows.iter_rows():
         try:

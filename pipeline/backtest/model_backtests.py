@@ -169,7 +169,7 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
     from pipeline.features.labels import UNKNOWN_CLASS, load_labels
 
     registry = warehouse.query("select model_id, architecture, fold, cast(metrics as varchar) as metrics "
-                               "from models.registry order by architecture, fold")
+                               "from models.current order by architecture, fold")
     runs: list[BacktestRun] = []
     for symbol in settings.symbols:
         funding = load_funding(warehouse, symbol)
@@ -177,7 +177,8 @@ def run_model_backtests(warehouse, settings, horizon: int = 1,
         for interval in settings.intervals:
             candles = load_candles(warehouse, symbol, interval, settings.start)
             preds = warehouse.query("select model_id, ts, p_down, p_flat, p_up from predictions.oos "
-                                    "where symbol = ? and interval = ? order by ts", [symbol, interval])
+                                    "where symbol = ? and interval = ? and model_id in "
+                                    "(select model_id from models.current) order by ts", [symbol, interval])
             if candles.height == 0 or preds.height == 0:
                 log(f"{symbol} {interval}: {candles.height} candles, {preds.height} predictions; no model backtest")
                 continue

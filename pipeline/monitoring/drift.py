@@ -220,7 +220,7 @@ def live_models(registry: pl.DataFrame, symbol: str, interval: str) -> pl.DataFr
 def _registry(warehouse) -> pl.DataFrame:
     return warehouse.query(
         "select model_id, architecture, symbol, interval, fold, train_start, train_end, created_at, "
-        "cast(metrics as varchar) as metrics from models.registry")
+        "cast(metrics as varchar) as metrics from models.current")
 
 
 def compute_drift(warehouse, settings, thresholds: DriftThresholds | None = None,
@@ -229,7 +229,7 @@ def compute_drift(warehouse, settings, thresholds: DriftThresholds | None = None
     th = thresholds or DriftThresholds.from_settings(settings)
     columns = list(columns or settings.drift_columns)
     interval = settings.intervals[0]
-    registry = _registry(warehouse) if warehouse.table_exists("models.registry") else pl.DataFrame()
+    registry = _registry(warehouse) if warehouse.table_exists("models.current") else pl.DataFrame()
     skip_rows = not_a_model_row_sql(warehouse)
     drift_frames, acc_rows, skipped = [], [], []
     for symbol in settings.symbols:
@@ -270,7 +270,7 @@ def _accuracy_rows(warehouse, settings, registry, live, symbol, interval, at, th
         folds = registry.filter((pl.col("architecture") == arch) & (pl.col("interval") == interval))
         preds = warehouse.query(
             "select ts, p_down, p_flat, p_up from predictions.oos where symbol = ? and interval = ? and model_id in "
-            "(select model_id from models.registry where architecture = ?) order by ts", [symbol, interval, arch])
+            "(select model_id from models.current where architecture = ?) order by ts", [symbol, interval, arch])
         acc, n, first, last = recent_accuracy(preds, labels, th.accuracy_bars)
         reference = walk_forward_accuracy(folds["metrics"].to_list())
         decayed = bool(n >= th.min_accuracy_bars and math.isfinite(reference) and acc < reference - th.accuracy_drop)

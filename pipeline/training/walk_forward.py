@@ -29,7 +29,8 @@ from pipeline.core.costs import CostModel
 from pipeline.core.positions import fit_edge_rule, round_trip_cost_of
 from pipeline.core.splits import validation_tail, walk_forward_splits
 from pipeline.models.zoo import build_model
-from pipeline.training.artifacts import input_shape_of, save_artifact
+from pipeline.training.artifacts import (artifact_hashes, atomic_write, code_version, input_shape_of, save_artifact,
+                                         source_digest)
 from pipeline.training.augment import augment_batch
 from pipeline.training.datasets import WindowStore, build_window_store, load_series, robust_stats
 from pipeline.training.inference import InferenceModel, predict
@@ -133,7 +134,19 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
     # A checkpoint resumes only the same fold: same config, data and samples (else it is stale: retrain).
     key = hashlib.sha256(json.dumps([dataclasses.asdict(config), store.fingerprint, fold_index], default=list)
                          .encode() + fit.tobytes() + val.tobytes()).hexdigest()
-    ckpt = torch.load(ckpt_path, weights_only=True) if ckpt_path.exists() else None
+    ckpt = None
+    if ckpt_path.exists():
+        try:
+            ckpt = torch.load(ckpt_path, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated or damaged (a kill during an older, in-place save)
+            log(f"WARNING {config.architecture} fold {fold_index}: checkpoint {ckpt_path} does not load "
+                f"({type(exc).__name__}: {str(exc)[:200]}); discarded, the fold trains afresh")
+            ckpt_path.unlink(missing_ok=True)
+            ckpt = None
+        if ckpt is not None and not isinstance(ckpt, dict):
+            log(f"WARNING {config.architecture} fold {fold_index}: checkpoint {ckpt_path} is not a checkpoint; "
+                "discarded, the fold trains afresh")
+            ckpt = None
     if ckpt is not None and ckpt.get("key") != key:
         log(f"{config.architecture} fold {fold_index}: {ckpt_path} is from other data or settings; training afresh")
         ckpt = None
@@ -194,10 +207,11 @@ def train_fold(store: WindowStore, config: TrainingConfig, fold_index: int, fit:
             bad_epochs = 0
         else:
             bad_epochs += 1
-        torch.save({"key": key, "model": module.model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch, "bad_epochs": bad_epochs,
-                    "curve": json.dumps(curve), "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
-                    "best_state": best["state"]}, ckpt_path)
+        state = {"key": key, "model": module.model.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "epoch": epoch, "bad_epochs": bad_epochs,
+                 "curve": json.dumps(curve), "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
+                 "best_state": best["state"]}
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))  # a kill leaves the previous epoch's
         log(f"{config.architecture} fold {fold_index} epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f} "
             f"val loss {val_loss:.4f} val acc {val_acc:.3f} {row['windows_per_s']:.0f} windows/s")
     if best["state"] is not None:
@@ -219,10 +233,15 @@ def _ts(ms) -> "np.datetime64":
 
 
 def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str = "manual",
-                       log: Callable[[str], None] = print) -> TrainingOutcome:
-    """Every fold of one architecture (pooled, or one model per symbol); see the module docstring."""
+                       log: Callable[[str], None] = print, live_refit: bool | None = None,
+                       reuse_stored: bool = False) -> TrainingOutcome:
+    """Every fold of one architecture (pooled, or one model per symbol), then its live refit on every labelled bar
+    (``live_refit``, default ``settings.live_refit``); see the module docstring. One training is one model version: its artifacts go under
+    ``artifacts/models/<architecture>/<version>/``. ``reuse_stored``: a version already stored (same code, data and
+    settings) is not retrained (the outcome says so: ``skipped`` None, ``version`` set, no rows)."""
     t_start = time.perf_counter()
     interval = settings.intervals[0]
+    live_refit = getattr(settings, "live_refit", True) if live_refit is None else live_refit
     if config.encoding:  # image models: the encoding's images of every symbol, pooled
         from pipeline.training.images import build_image_store
 
@@ -234,11 +253,12 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
         series = [load_series(warehouse, s, interval, config.horizon) for s in settings.symbols]  # then no connection
         groups = [series] if config.pooled else [[s] for s in series]
     rt_cost = round_trip_cost_of(CostModel.from_settings(settings))
-    registry, preds, table, curves = [], [], [], {}
+    registry, preds, table, curves, live_rows, test_labels = [], [], [], {}, [], []
     dropped = {"warmup": 0, "gap": 0, "unknown_label": 0}
     finite = True
     skipped_reasons: list[str] = []
-    for group in groups:
+    stores = []
+    for group in groups:  # every store first: the version is a hash of all their data
         store = (build_image_store(warehouse, settings, config.encoding, config.horizon) if group is None
                  else build_window_store(group, settings.artifacts_dir, config.window, config.horizon))
         for k in dropped:
@@ -256,11 +276,29 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
                 f"for {config.n_folds} walk-forward folds ({exc}); nothing trained")
             skipped_reasons.append(f"{scope}: {store.sample_rows.shape[0]} samples, too few for the folds: {exc}")
             continue
+        stores.append((store, scope, folds))
+    if not stores:
+        return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
+                                               "; ".join(skipped_reasons) or f"no usable sample (dropped {dropped})")
+    code = f"{code_version()}+{source_digest()[:10]}"
+    data_fingerprint = ",".join(store.fingerprint for store, _, _ in stores)
+    version = model_version(config, code, data_fingerprint, interval, [scope for _, scope, _ in stores])
+    version_dir = Path(settings.artifacts_dir) / "models" / config.architecture / version
+    if reuse_stored and version_stored(warehouse, config.architecture, interval, version):
+        damaged = stored_artifact_problem(warehouse, config.architecture, interval, version)
+        if damaged is None:
+            log(f"{config.architecture}: version {version} (same code, data and settings) is trained and stored "
+                "already; nothing retrained")
+            return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
+                                                   None, version=version)
+        log(f"WARNING {config.architecture}: version {version} is stored but {damaged}; training it again")
+    log(f"{config.architecture}: version {version} (code {code}, data {data_fingerprint}), artifacts under "
+        f"{version_dir}")
+    for store, scope, folds in stores:
         for fold, fit, val, test, grid in folds:
             k = fold.index
-            model_id = f"{config.architecture}-{config.variant}-{interval}-h{config.horizon}-{scope}-fold{k}"
-            out_dir = Path(settings.artifacts_dir) / "models" / config.architecture / (
-                f"fold_{k}" if config.pooled else f"{scope}_fold_{k}")
+            model_id = f"{config.architecture}-{config.variant}-{interval}-h{config.horizon}-{scope}-fold{k}-{version}"
+            out_dir = version_dir / (f"fold_{k}" if config.pooled else f"{scope}_fold_{k}")
             t0 = time.perf_counter()
             module, curve, info = train_fold(store, config, k, fit, val, out_dir, log)
             seconds = time.perf_counter() - t0
@@ -283,7 +321,7 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
             }
             train_range = (grid[fold.train[0]], grid[fold.train[-1]])
             test_range = (grid[fold.test[0]], grid[fold.test[-1]])
-            save_artifact(module, config, store, info, out_dir, {"model_id": model_id, "fold": k,
+            save_artifact(module, config, store, info, out_dir, {"model_id": model_id, "fold": k, "version": version,
                                                                  "train_range_ms": [int(v) for v in train_range],
                                                                  "test_range_ms": [int(v) for v in test_range]})
             registry.append({
@@ -292,16 +330,22 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
                 "train_start": _ts(train_range[0]), "train_end": _ts(train_range[1]),
                 "test_start": _ts(test_range[0]), "test_end": _ts(test_range[1]),
                 "data_fingerprint": store.fingerprint, "metrics": json.dumps(metrics),
-                "artifact_path": str(out_dir), "trigger": trigger,
+                "artifact_path": str(out_dir), "trigger": trigger, "version": version, "role": "fold",
+                "artifact_sha256": json.dumps(artifact_hashes(out_dir)),
             })
+            symbols_of = np.array(store.symbols)[store.sample_symbol[test]]
+            ts_of = pl.Series(store.sample_ts_ms[test]).cast(pl.Datetime("ms")).cast(pl.Datetime("us"))
             preds.append(pl.DataFrame({
                 "model_id": [model_id] * test.shape[0],
-                "symbol": np.array(store.symbols)[store.sample_symbol[test]],
+                "symbol": symbols_of,
                 "interval": [interval] * test.shape[0],
-                "ts": pl.Series(store.sample_ts_ms[test]).cast(pl.Datetime("ms")).cast(pl.Datetime("us")),
+                "ts": ts_of,
                 "p_down": pt[0][:, 0], "p_flat": pt[0][:, 1], "p_up": pt[0][:, 2],
                 "expected_return": pt[1], "expected_volatility": pt[2], "confidence": pt[3],
             }))
+            test_labels.append(pl.DataFrame({"symbol": symbols_of, "ts": ts_of,
+                                             "label_class": store.label_class[test].astype(np.int64),
+                                             "fwd_return": store.fwd_return[test].astype(np.float64)}))
             table.append({"fold": k, "scope": scope, "train_start": str(_ts(train_range[0])),
                           "train_end": str(_ts(train_range[1])), "test_start": str(_ts(test_range[0])),
                           "test_end": str(_ts(test_range[1])), "epochs_run": info["epochs_run"],
@@ -310,14 +354,90 @@ def train_architecture(warehouse, settings, config: TrainingConfig, trigger: str
                           "prior_log_loss": metrics["prior_log_loss"], "n_test": metrics["n_test"],
                           "train_seconds": seconds})
             curves[k if config.pooled else len(curves)] = curve
-    if not registry:
-        return TrainingOutcome.nothing_trained(config.architecture, dropped, time.perf_counter() - t_start,
-                                               "; ".join(skipped_reasons) or f"no usable sample (dropped {dropped})")
-    return TrainingOutcome(
+        if live_refit:
+            live_rows.append(_live_refit(store, config, scope, interval, version, version_dir, rt_cost, trigger, log))
+        return TrainingOutcome(
         architecture=config.architecture,
         registry=pl.DataFrame(registry).with_columns(pl.col("fold").cast(pl.Int32)),
         predictions=pl.concat(preds), fold_table=table, loss_curves=curves, dropped=dropped,
         weights_finite=finite, train_seconds=time.perf_counter() - t_start,
+        version=version, interval=interval, code_version=code, data_fingerprint=data_fingerprint,
+        settings=json.dumps(_recipe_json(config)), trigger=trigger,
+        live=(pl.DataFrame(live_rows).with_columns(pl.col("fold").cast(pl.Int32)) if live_rows else None),
+        test_labels=pl.concat(test_labels), horizon=config.horizon,
     )
+
+
+def _recipe_json(config: TrainingConfig) -> dict:
+    """The recipe as JSON (threads left out: they change the speed, not the model)."""
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k != "threads"}
+    return json.loads(json.dumps(values, default=list, sort_keys=True))
+
+
+def model_version(config: TrainingConfig, code: str, data_fingerprint: str, interval: str, scopes) -> str:
+    """The version id of a training: a hash of the code version, the data fingerprint and the settings (the same
+    training, resumed or repeated, is the same version)."""
+    payload = json.dumps({"code": code, "data": data_fingerprint, "settings": _recipe_json(config),
+                          "interval": interval, "scopes": list(scopes)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def version_stored(warehouse, architecture: str, interval: str, version: str) -> bool:
+    """Whether ``version`` is in models.versions with its artifacts (not purged)."""
+    if not warehouse.table_exists("models.versions"):
+        return False
+    rows = warehouse.query("select count(*) as n from models.versions where architecture = ? and interval = ? "
+                           "and version = ? and not coalesce(purged, false)", [architecture, interval, version])
+    return bool(rows["n"][0])
+
+
+def stored_artifact_problem(warehouse, architecture: str, interval: str, version: str) -> str | None:
+    """Why the stored artifacts of ``version`` cannot be trusted (a file missing or changed: named), else None."""
+    from pipeline.training.artifacts import ArtifactError, verify_artifact
+
+    rows = warehouse.query("select artifact_path, cast(artifact_sha256 as varchar) as sha from models.registry "
+                           "where architecture = ? and interval = ? and version = ?", [architecture, interval, version])
+    for path, sha in rows.iter_rows():
+        try:
+            verify_artifact(path, sha)
+        except ArtifactError as exc:
+            return str(exc)
+    return None
+
+
+def _live_refit(store, config: TrainingConfig, scope: str, interval: str, version: str, version_dir: Path,
+                rt_cost: float, trigger: str, log: Callable[[str], None]) -> dict:
+    """One more model on every labelled sample of ``store``: the newest ``validation_fraction`` of the time grid
+    (after a purge of ``horizon`` bars) is its validation tail, for early stopping and the edge rule, as in a fold;
+    there is no test block. Its registry row (role ``live``) is what signals use."""
+    grid = np.unique(store.sample_ts_ms)
+    fit_t, val_t = validation_tail(np.arange(grid.shape[0]), config.validation_fraction, purge=config.horizon)
+    pos = np.searchsorted(grid, store.sample_ts_ms)
+    fit = np.flatnonzero((pos >= fit_t[0]) & (pos <= fit_t[-1]))
+    val = np.flatnonzero((pos >= val_t[0]) & (pos <= val_t[-1]))
+    k = config.n_folds  # its own seeds and checkpoint key, apart from the walk-forward folds
+    out_dir = version_dir / ("live" if config.pooled else f"{scope}_live")
+    model_id = f"{config.architecture}-{config.variant}-{interval}-h{config.horizon}-{scope}-live-{version}"
+    t0 = time.perf_counter()
+    module, curve, info = train_fold(store, config, k, fit, val, out_dir, log)
+    seconds = time.perf_counter() - t0
+    pv = predict(module, store, val)
+    rule = fit_edge_rule(pv[0], store.fwd_return[val], store.label_class[val], rt_cost, horizon=config.horizon)
+    train_range = (int(grid[0]), int(grid[-1]))
+    metrics = {"edge_rule": rule.as_config(), "val_log_loss": _log_loss(pv[0], store.label_class[val]),
+               "n_fit": int(fit.shape[0]), "n_val": int(val.shape[0]), "train_seconds": seconds,
+               "epochs_run": info["epochs_run"], "best_val_loss": info["best_val_loss"],
+               "validation_start": str(_ts(grid[val_t[0]])), "dropped": store.dropped}
+    save_artifact(module, config, store, info, out_dir, {"model_id": model_id, "fold": None, "role": "live",
+                                                         "version": version,
+                                                         "train_range_ms": list(train_range), "test_range_ms": None})
+    log(f"{config.architecture} live refit ({scope}): trained on {_ts(grid[0])} .. {_ts(grid[-1])} (the newest "
+        f"labelled bar; validation tail from {_ts(grid[val_t[0]])}), {info['epochs_run']} epochs")
+    return {"model_id": model_id, "architecture": config.architecture, "variant": config.variant,
+            "symbol": ",".join(store.symbols), "interval": interval, "fold": None,
+            "train_start": _ts(train_range[0]), "train_end": _ts(train_range[1]), "test_start": None, "test_end": None,
+            "data_fingerprint": store.fingerprint, "metrics": json.dumps(metrics), "artifact_path": str(out_dir),
+            "trigger": trigger, "version": version, "role": "live",
+            "artifact_sha256": json.dumps(artifact_hashes(out_dir))}
 
 

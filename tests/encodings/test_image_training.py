@@ -47,7 +47,7 @@ def test_image_model_trains_walk_forward_and_reloads(image_warehouse, name):
     config = TrainingConfig.from_settings(settings, name, n_folds=2, epochs=1, embargo=2, max_train_windows=400,
                                           batch_size=64, train_min_fraction=0.5)
     assert (config.model, config.encoding) == IMAGE_MODELS[name]
-    outcome = train_architecture(wh, settings, config, log=lambda _: None)
+    outcome = train_architecture(wh, settings, config, log=lambda _: None, live_refit=False)
     assert outcome.registry.height == 2 and outcome.weights_finite
     counts = store_training(wh, outcome)
     assert counts["predictions.oos"] == outcome.predictions.height
@@ -129,6 +129,9 @@ def test_symbols_without_images_are_skipped_and_no_images_trains_nothing(image_w
     outcome = train_architecture(wh, settings, config, log=lines.append)
     assert outcome.skipped and outcome.registry.height == 0 and outcome.predictions.height == 0
     assert any("no usable sample in encoding orderbook_heatmap" in line for line in lines)
-    store_training(wh, outcome)  # replaces the earlier orderbook_net rows by none
-    left = wh.query("select count(*) as n from models.registry where architecture = 'orderbook_net'")["n"][0]
-    assert left == 0
+    wh.ensure_schema(["models.registry"])
+    before = wh.query("select model_id from models.registry where architecture = 'orderbook_net' order by 1")
+    written = store_training(wh, outcome)  # a training of nothing stores nothing: the stored versions stay
+    assert written["models.registry"] == 0 and written["promotion"] is None
+    left = wh.query("select model_id from models.registry where architecture = 'orderbook_net' order by 1")
+    assert left.equals(before)

@@ -282,7 +282,7 @@ def test_transfer_model_fine_tunes_through_the_walk_forward(chart_warehouse):
                                           batch_size=64, train_min_fraction=0.5, threads=1,
                                           pretrain=PretrainConfig(epochs=1, max_images=128, batch_size=64))
     lines = []
-    outcome = train_architecture(wh, settings, config, log=lines.append)
+    outcome = train_architecture(wh, settings, config, log=lines.append, live_refit=False)
     assert outcome.registry.height == 2 and outcome.weights_finite
     assert sum("pretrain epoch 1/1: NT-Xent" in line for line in lines) == 2  # once per fold
     counts = store_training(wh, outcome)

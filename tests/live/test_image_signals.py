@@ -46,8 +46,8 @@ def live(tmp_path_factory):
 
 
 def _newest_fold(wh, arch):
-    row = wh.query("select model_id, artifact_path from models.registry where architecture = ? "
-                   "order by fold desc limit 1", [arch]).row(0, named=True)
+    row = wh.query("select model_id, artifact_path from models.live where architecture = ?",
+                   [arch]).row(0, named=True)
     return row["model_id"], Path(row["artifact_path"])
 
 

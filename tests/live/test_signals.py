@@ -30,7 +30,7 @@ def live(tmp_path_factory):
     return wh, settings
 
 
-def test_signal_is_the_newest_candle_prediction_of_the_newest_fold(live):
+def test_signal_is_the_newest_candle_prediction_of_the_live_refit(live):
     wh, settings = live
     result = latest_signals(wh, settings)
     assert result.skipped == []
@@ -40,7 +40,7 @@ def test_signal_is_the_newest_candle_prediction_of_the_newest_fold(live):
                       "group by symbol order by symbol")
     assert sig["ts"].to_list() == newest["ts"].to_list()
     assert sig["price"].to_list() == newest["close"].to_list()
-    registry = wh.query("select model_id, artifact_path from models.registry order by fold desc limit 1")
+    registry = wh.query("select model_id, artifact_path from models.registry where role = 'live'")
     assert set(sig["model_id"]) == {registry["model_id"][0]}
     module = load_artifact(registry["artifact_path"][0])
     cfg = json.loads((Path(registry["artifact_path"][0]) / "config.json").read_text())

@@ -83,7 +83,7 @@ def train_all(settings: Settings, wh: Warehouse, overrides: dict,
     outcomes = {}
     for arch in architectures:
         outcome = train_architecture(wh, settings, TrainingConfig.from_settings(settings, arch, **overrides),
-                                     log=lambda _: None)
+                                     log=lambda _: None, live_refit=False)  # the walk-forward is judged here
         store_training(wh, outcome)
         outcomes[arch] = outcome
     runs, _ = run_model_backtests(wh, settings, log=lambda _: None)

@@ -84,6 +84,9 @@ def test_assets_train_check_backtest_and_compare(trained):
     assert Path(meta["loss_curves_png"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(meta["dropped_samples"].value) == {"warmup", "gap", "unknown_label"}
     assert meta["dropped_samples"].value["warmup"] > 0
+    # the first version of each architecture is promoted; the metadata names it and the live refit's range
+    assert meta["promoted"].value is True and "first version" in meta["promotion_reason"].value
+    assert len(meta["version"].value) == 12 and " .. " in meta["live_train_range"].value
     checks = {next(iter(c.asset_key.path[1:])): c for c in result.get_asset_check_evaluations()}
     assert set(checks) == set(ARCHS)
     for arch, check in checks.items():
@@ -91,7 +94,7 @@ def test_assets_train_check_backtest_and_compare(trained):
 
     wh = Warehouse(data_dir / "warehouse.duckdb")
     reg = wh.query("select architecture, fold, trigger, metrics::varchar as metrics, artifact_path "
-                   "from models.registry order by architecture, fold")
+                   "from models.registry where role = 'fold' order by architecture, fold")
     assert reg["architecture"].to_list() == ["tcn", "tcn", "wavenet", "wavenet"]
     assert set(reg["trigger"]) == {"schedule"}
     for row in reg.iter_rows(named=True):
@@ -99,10 +102,15 @@ def test_assets_train_check_backtest_and_compare(trained):
         n_test = json.loads(row["metrics"])["n_test"]
         assert n_test > 0
     per_model = wh.query("select r.model_id, any_value(r.metrics::varchar) as m, count(p.ts) as n "
-                         "from models.registry r left join predictions.oos p using (model_id) group by 1")
+                         "from models.registry r left join predictions.oos p using (model_id) where r.role = 'fold' "
+                         "group by 1")
     for mid, m, n in per_model.iter_rows():
         assert n == json.loads(m)["n_test"], mid  # every test sample predicted once
 
+    live = wh.query("select architecture, version, train_end from models.live order by 1")
+    assert live["architecture"].to_list() == ["tcn", "wavenet"]
+    assert wh.query("select architecture, version from models.champions order by 1").rows() == live.select(
+        "architecture", "version").rows()
     runs = wh.query("select strategy, symbol from backtest.runs where strategy in ('tcn', 'wavenet') order by 1, 2")
     assert runs.rows() == [("tcn", "BTCUSDT"), ("tcn", "ETHUSDT"), ("wavenet", "BTCUSDT"), ("wavenet", "ETHUSDT")]
     comparison = events["backtest/comparison"]
