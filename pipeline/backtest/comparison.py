@@ -215,8 +215,8 @@ def run_comparison(warehouse, settings) -> ComparisonResult:
                   "market (dsr_trials); PBO is CSCV across them.</p>" + _html_table(table))
     tmp = path.with_suffix(".html.tmp")
     plotly_src = plotly_src_for(path, write_plotly_js(out))
-    tmp.write_text(comparison_report_html(runs, links, table_html, plotly_src, lead_html=verdict_html(verdict)),
-                   encoding="utf-8")
+    lead = verdict_html(verdict) + champions_html(warehouse)
+    tmp.write_text(comparison_report_html(runs, links, table_html, plotly_src, lead_html=lead), encoding="utf-8")
     tmp.replace(path)
     return ComparisonResult(table, markdown, path, len(runs), verdict, verdict_markdown(verdict))
 
@@ -230,6 +230,24 @@ def _html_table(table: pl.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     rows = "".join("<tr>" + "".join(cell(row[c]) for c in COLUMNS) + "</tr>" for row in table.iter_rows(named=True))
     return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def champions_html(warehouse) -> str:
+    """Which version of each architecture the model rows are: its champion (``models.current``), with since when."""
+    if not warehouse.table_exists("models.champions"):
+        return ""
+    rows = warehouse.query("select architecture, interval, version, previous_version, since "
+                           "from models.champions order by 1, 2")
+    if rows.height == 0:
+        return ""
+    items = "".join(f"<tr><td class='l'>{html.escape(str(r['architecture']))}</td><td class='l'>"
+                    f"{html.escape(str(r['interval']))}</td><td class='l'><b>{html.escape(str(r['version']))}</b></td>"
+                    f"<td class='l'>{html.escape(str(r['previous_version'] or '–'))}</td>"
+                    f"<td class='l'>{html.escape(str(r['since'])[:19])}</td></tr>" for r in rows.iter_rows(named=True))
+    return ("<h2>Champions</h2><p class='muted'>Every model row is its architecture's champion version "
+            "(models.champions: the version whose live refit trades); challengers are not compared.</p>"
+            "<table><thead><tr><th>architecture</th><th>interval</th><th>champion</th><th>before</th><th>since</th>"
+            f"</tr></thead><tbody>{items}</tbody></table>")
 
 
 def training_recipes(warehouse) -> list[str]:

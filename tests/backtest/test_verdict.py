@@ -73,7 +73,7 @@ def _fake_models(runs):
 def _no_reports(out_dir):
     """The suite without its per-run HTML reports (tested elsewhere; they are most of its time)."""
     mp = pytest.MonkeyPatch()
-    mp.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="": out)
+    mp.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="", **_: out)
     return mp
 
 
@@ -200,7 +200,7 @@ def test_regression_follows_convtrade_horizon(warehouse, monkeypatch):
 
     (tmp / "h4").mkdir(exist_ok=True)
     shutil.copy(wh.path, tmp / "h4" / "warehouse.duckdb")
-    monkeypatch.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="": out)
+    monkeypatch.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="", **_: out)
     suite = run_baseline_suite(Warehouse(tmp / "h4" / "warehouse.duckdb"), settings, log=lambda m: None)
     lrs = [r for r in suite.runs if r.strategy == "logistic_regression"]
     assert len(lrs) == len(SYMBOLS)

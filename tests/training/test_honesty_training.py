@@ -164,7 +164,7 @@ def verdict_of(trained: Trained, overrides: dict):
     settings = dataclasses.replace(trained.settings, window=overrides["window"], n_folds=overrides["n_folds"],
                                    embargo_bars=overrides["embargo"])
     with pytest.MonkeyPatch.context() as mp:  # the per-run HTML reports are tested elsewhere (most of the time)
-        mp.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="": out)
+        mp.setattr("pipeline.backtest.baselines.write_reports", lambda runs, out, extra="", **_: out)
         run_baseline_suite(trained.warehouse, settings, log=lambda _: None)
     return run_comparison(trained.warehouse, settings).verdict
 

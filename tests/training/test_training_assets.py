@@ -122,6 +122,9 @@ def test_assets_train_check_backtest_and_compare(trained):
     assert "| pooled |" in table
     text = report.read_text()
     assert "Architectures and baselines" in text and 'href="models/' in text and 'href="backtests/' in text
+    champions = text[text.index("<h2>Champions</h2>"):].split("</table>")[0]  # the compared versions, marked
+    for architecture, version in live.select("architecture", "version").rows():
+        assert f"<td class='l'>{architecture}</td><td class='l'>60</td><td class='l'><b>{version}</b></td>" in champions
 
 
 def test_comparison_counts_architectures_as_trials(trained):
