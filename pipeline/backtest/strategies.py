@@ -139,6 +139,16 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _fit_classes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The classes of a logistic fit's labels; a clear error when the shapes or the classes cannot be fitted."""
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"x has shape {x.shape}, y {y.shape}: need (n, k) and (n,)")
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise ValueError(f"y has {classes.size} class(es) {classes.tolist()}: need at least 2")
+    return classes
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = LR_C, init: LogisticFit | None = None,
                  tol: float = LR_TOL, max_iter: int = LR_MAX_ITER) -> LogisticFit:
     """L2 logistic regression by Newton's method with a backtracking line search, in float64.
@@ -160,11 +170,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = LR_C, init: LogisticFi
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"x has shape {x.shape}, y {y.shape}: need (n, k) and (n,)")
-    classes = np.unique(y)
-    if classes.size < 2:
-        raise ValueError(f"y has {classes.size} class(es) {classes.tolist()}: need at least 2")
+    classes = _fit_classes(x, y)
     n, k = x.shape
     n_classes = classes.size
     binary = n_classes == 2
@@ -427,11 +433,7 @@ def fit_logistic_lbfgs(x: np.ndarray, y: np.ndarray, c: float = LR_C, init: Logi
 
     x = np.asarray(x)
     y = np.asarray(y)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"x has shape {x.shape}, y {y.shape}: need (n, k) and (n,)")
-    classes = np.unique(y)
-    if classes.size < 2:
-        raise ValueError(f"y has {classes.size} class(es) {classes.tolist()}: need at least 2")
+    classes = _fit_classes(x, y)
     n, k = x.shape
     kc = classes.size
     mean = x.mean(axis=0, dtype=np.float64)

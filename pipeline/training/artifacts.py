@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.core.digests import sha256_of
 from pipeline.models.zoo import build_model
 from pipeline.training.inference import InferenceModel
 
@@ -47,14 +48,6 @@ def atomic_write(path: Path, write) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artifact_hashes(out_dir: Path) -> dict[str, str]:

@@ -57,6 +57,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.config import Settings
+from pipeline.core.digests import sha256_of
 
 PRETRAIN_FILE = "pretrained_backbone.safetensors"  # per fold, beside the fine-tuned artifact
 PRETRAIN_REPORT = "pretrain.json"
@@ -362,12 +363,6 @@ def load_backbone_weights(model, path: str | Path, image_channels: int | None = 
 
 
 # --------------------------------------------------------------------------- the fold hook
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def initialise_backbone(module, store, config, fold_index: int, fit: np.ndarray, val: np.ndarray, out_dir: Path,
@@ -381,7 +376,7 @@ def initialise_backbone(module, store, config, fold_index: int, fit: np.ndarray,
     train_end = int(store.sample_ts_ms[span].max())
     rows = pretrain_rows(store, train_end)
     aug = ChartAugment.for_encoding(config.encoding) if pc.epochs else None
-    digest = _file_digest(pc.weights) if pc.weights and Path(pc.weights).is_file() else ""
+    digest = sha256_of(pc.weights) if pc.weights and Path(pc.weights).is_file() else ""
     key = hashlib.sha256(json.dumps([dataclasses.asdict(pc), digest, config.zoo_name, config.variant, config.seed,
                                      fold_index, store.fingerprint, train_end,
                                      dataclasses.asdict(aug) if aug else None]).encode()
