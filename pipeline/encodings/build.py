@@ -35,6 +35,7 @@ from pipeline.encodings.image_files import (SeriesImages, WrittenEncoding, month
 from pipeline.core.timegrid import interval_ms
 from pipeline.core.windows import contiguous_window_ends
 from pipeline.market.stored import candle_arrays, load_candles
+from pipeline.warehouse import table_ddl
 
 SNAPSHOT_INTERVAL = "snapshot"  # the interval column of order-book images (snapshots have no candle interval)
 
@@ -108,8 +109,11 @@ def register_encoding(encoding: EncodingSpec) -> EncodingSpec:
 
     The encodings above are registered by this module; a new encoding is its encoder's file plus one
     ``register_encoding(EncodingSpec(...))`` here (or in the encoder's file, imported by this module)."""
-    if not encoding.name.isidentifier() or encoding.name != encoding.name.lower():
-        raise ValueError(f"encoding name {encoding.name!r}: use lower-case letters, digits and _ (it names a table)")
+    try:  # the name names its index table: the warehouse's one rule for it (pipeline.warehouse.ENCODING_INDEX)
+        table_ddl(f"encodings.{encoding.name}_index")
+    except KeyError:
+        raise ValueError(f"encoding name {encoding.name!r}: use lower-case letters, digits and _, starting with a "
+                         "letter (it names the table encodings.<name>_index)") from None
     if encoding.source not in ("candles", "orderbook"):
         raise ValueError(f"encoding {encoding.name!r}: source {encoding.source!r} is not 'candles' or 'orderbook'")
     ENCODINGS[encoding.name] = encoding
